@@ -1,0 +1,140 @@
+"""One decoder-only language model, trained end to end.
+
+    python -m launch run --config experiments/lm.py:smoke --workdir runs/smoke
+
+Presets:
+  smoke     a 0.4M-parameter model on the embedded synthetic language, about 2 minutes on 2 CPU
+            cores: checks the whole path (data, mesh, steps, eval, checkpoints, summary).
+  cpu       a 3.2M-parameter byte-level model on ../shared/data/text (25 Gutenberg books and Tiny
+            Shakespeare), about 20 minutes on 2 CPU cores.
+  gpu-124m  GPT-2-small shape (12 x 768, context 1024; 85M non-embedding parameters with a byte
+            vocabulary) for one accelerator or more; documented, not run on CPU.
+"""
+
+import math
+import warnings
+
+import ml_collections
+
+from research import accounting
+from research.config import require
+from research.data import text
+from research.evals import lm as lm_evals
+from research.models import transformer
+from research.train import loop, optim
+
+PRESETS = ("smoke", "cpu", "gpu-124m")
+
+
+def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=256, d_model=128, n_layers=2, n_heads=4, d_ff=512, context=128,
+      positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32"))
+  c.data = ml_collections.ConfigDict(dict(
+      source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=16, seq_len=128, tokens=1_228_800, lr=3e-3, schedule="cosine",
+      warmup_steps=50, final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.1,
+      grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, axis_names=("data", "fsdp")))
+  c.loop = ml_collections.ConfigDict(dict(
+      log_every=10, eval_every=200, checkpoint_every=100, keep_checkpoints=3,
+      async_checkpoints=True))
+  c.tracking = ml_collections.ConfigDict(dict(
+      progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
+      peak_flops=0.0))
+  if preset == "cpu":
+    c.model.update(d_model=256, n_layers=4, n_heads=4, d_ff=1024, context=256)
+    c.data.source = "text:../shared/data/text"
+    c.train.update(batch_size=16, seq_len=256, tokens=6_553_600, lr=2e-3, warmup_steps=100)
+    c.loop.update(log_every=10, eval_every=200, checkpoint_every=200)
+  elif preset == "gpu-124m":
+    c.model.update(d_model=768, n_layers=12, n_heads=12, d_ff=3072, context=1024,
+                   dtype="bfloat16")
+    c.data.source = "text:../shared/data/text"
+    c.train.update(batch_size=256, seq_len=1024, tokens=2_621_440_000, lr=6e-4,
+                   warmup_steps=700, schedule="cosine", final_lr_fraction=0.1)
+    c.loop.update(log_every=20, eval_every=1000, checkpoint_every=1000)
+    c.data.val_batches = 16
+  return c
+
+
+def model_config(c) -> transformer.TransformerConfig:
+  return transformer.TransformerConfig(**c.model.to_dict())
+
+
+def num_steps(c) -> int:
+  return math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len))
+
+
+def validate(c) -> None:
+  """Every check that needs no data and no compilation."""
+  m = c.model
+  for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
+    require(isinstance(m[field], int) and m[field] >= 1, f"model.{field}", m[field],
+            "must be a positive integer")
+  require(m.d_model % m.n_heads == 0, "model.n_heads", m.n_heads,
+          f"must divide model.d_model = {m.d_model}")
+  require(m.positions in ("rotary", "learned"), "model.positions", m.positions,
+          "allowed: rotary, learned")
+  if m.positions == "rotary":
+    require((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", m.n_heads,
+            "rotary positions need an even head size d_model / n_heads")
+  require(m.norm in ("rmsnorm", "layernorm"), "model.norm", m.norm, "allowed: rmsnorm, layernorm")
+  require(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype,
+          "allowed: float32, bfloat16")
+  require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
+          f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
+  t = c.train
+  require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be a positive integer")
+  require(1 <= t.seq_len <= m.context, "train.seq_len", t.seq_len,
+          f"must be in [1, model.context = {m.context}]")
+  require(t.tokens >= 1, "train.tokens", t.tokens, "must be a positive number of tokens")
+  require(c.tracking.flop_convention in accounting.FLOP_CONVENTIONS,
+          "tracking.flop_convention", c.tracking.flop_convention,
+          f"allowed: {', '.join(accounting.FLOP_CONVENTIONS)}")
+  require(c.data.val_batches >= 1, "data.val_batches", c.data.val_batches, "must be >= 1")
+  optim.validate(t, num_steps(c))
+
+
+def load_data(c) -> text.TextData:
+  return text.load(c.data.source, seed=c.seed, val_fraction=c.data.val_fraction,
+                   tfds_data_dir=c.data.tfds_data_dir or None)
+
+
+def recipe(c, data: text.TextData) -> loop.Recipe:
+  mcfg = model_config(c)
+  warning = text.budget_warning(data, c.train.tokens)
+  if warning:
+    warnings.warn(warning)
+  apply_fn = lambda params, tokens: transformer.apply(mcfg, params, tokens)  # noqa: E731
+  steps = num_steps(c)
+  B, L = c.train.batch_size, c.train.seq_len
+  val = data.val_batches(c.data.val_batches, B, L)
+  counts = accounting.param_counts(mcfg)
+  flops = {conv: accounting.train_flops_per_token(mcfg, L, conv)
+           for conv in accounting.FLOP_CONVENTIONS}
+  facts = {
+      "params_total": counts.total, "params_embedding": counts.embedding,
+      "params_non_embedding": counts.non_embedding,
+      "flop_convention": c.tracking.flop_convention,
+      "flops_per_token": flops,
+      "tokens_budget": c.train.tokens,
+      "epochs": data.epochs(c.train.tokens),
+      "data": data.describe(),
+      "entropy_rate_nats": data.entropy_rate_nats,
+  }
+  return loop.Recipe(
+      init=lambda rng: transformer.init_params(mcfg, rng),
+      loss=lm_evals.lm_loss(apply_fn),
+      train_batch=lambda step: data.train_batch(step, B, L, token_budget=c.train.tokens),
+      num_steps=steps,
+      batch_size=B,
+      optimizer=optim.optimizer(c.train, steps),
+      lr_schedule=optim.schedule(c.train, steps),
+      flops_per_token=flops[c.tracking.flop_convention],
+      compute_dtype=c.model.dtype,
+      evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
+      facts=facts)

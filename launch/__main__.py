@@ -1,0 +1,43 @@
+"""python -m launch COMMAND ...: the single entry point.
+
+Each command lives in its own module with a `main(argv) -> int`; this file only dispatches and
+turns bad input (`research.errors.UserError`) into a one-line message and exit code 2.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": ("launch.run", "train one config: --config FILE:PRESET [--config.a.b=V] --workdir DIR"),
+    "fit": ("launch.fit", "fit a scaling law to a table of runs"),
+    "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
+}
+
+
+def _usage() -> str:
+  lines = ["usage: python -m launch COMMAND [options]", "", "commands:"]
+  lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+  lines += ["", "python -m launch COMMAND --help for a command's options"]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(_usage())
+    return 0 if argv else 2
+  name, rest = argv[0], argv[1:]
+  if name not in COMMANDS:
+    print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+  from research.errors import UserError
+  module = importlib.import_module(COMMANDS[name][0])
+  try:
+    return int(module.main(rest) or 0)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

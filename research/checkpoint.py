@@ -1,0 +1,62 @@
+"""Orbax checkpoints: the train state plus a JSON record of the data position.
+
+Batches are indexed by step, so the data position is the step itself; it is saved beside the
+state anyway (with the tokens seen) so that a checkpoint says where the data stood without
+having to know the loop. Saves are asynchronous; the newest `keep` are kept. Restoring tries the
+newest checkpoint first and falls back to older ones, with a warning, when one cannot be read.
+"""
+
+import os
+import warnings
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """A thin wrapper around `ocp.CheckpointManager` for one run directory."""
+
+  def __init__(self, directory: str, keep: int = 3, use_async: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=use_async)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, meta: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, abstract_state, step: int | None = None):
+    """(state, meta, step) from `step` or the newest readable checkpoint; None if there is none.
+
+    `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with shardings (see
+    `abstract_like`): without it Orbax hands optax states back as plain lists.
+    """
+    candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+    for candidate in candidates:
+      try:
+        restored = self.manager.restore(candidate, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001  (any unreadable checkpoint falls back)
+        if step is not None:
+          raise
+        warnings.warn(f"checkpoint at step {candidate} in {self.directory} could not be read "
+                      f"({type(e).__name__}: {str(e)[:200]}); trying an older one")
+        continue
+      return restored["state"], restored["meta"], candidate
+    return None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_like(state, shardings):
+  """ShapeDtypeStructs carrying the given shardings: the restore target for `state`."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)

@@ -1,0 +1,105 @@
+"""Configs: load a preset from an experiment file, apply command-line overrides, validate, hash.
+
+A config is a locked `ml_collections.ConfigDict` made by `get_config(preset)` in an experiment
+module. Overrides are `a.b.c=VALUE` strings (the `--config.a.b.c=VALUE` flags of `launch`); the
+value is parsed to the type the field already has, and a wrong field or value raises
+`ConfigError` naming the field, the value and what is allowed.
+"""
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+
+import ml_collections
+
+from research.errors import ConfigError, UserError
+
+
+def load_module(path: str):
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path!r} does not exist")
+  name = "scaling_lab_config_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load(spec: str, overrides=()) -> tuple[ml_collections.ConfigDict, object]:
+  """'experiments/lm.py:smoke' + overrides -> (locked config, the experiment module)."""
+  path, _, preset = spec.partition(":")
+  module = load_module(path)
+  if not hasattr(module, "get_config"):
+    raise UserError(f"config file {path!r} has no get_config(preset) function")
+  presets = getattr(module, "PRESETS", None)
+  if presets is not None and preset not in presets:
+    raise ConfigError("--config preset", preset, f"allowed presets in {path}: {', '.join(presets)}")
+  cfg = module.get_config(preset)
+  cfg.lock()
+  apply_overrides(cfg, overrides)
+  return cfg, module
+
+
+def _parse(field: str, text: str, current):
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ConfigError(field, text, "expected a boolean (true or false)")
+  if isinstance(current, (int, float)) and not isinstance(current, bool):
+    try:
+      value = float(text) if isinstance(current, float) else _parse_int(text)
+    except ValueError:
+      raise ConfigError(field, text, f"expected {type(current).__name__}") from None
+    return value
+  if isinstance(current, (tuple, list)):
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = tuple(s.strip() for s in text.split(",") if s.strip())
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  return text
+
+
+def _parse_int(text: str) -> int:
+  value = float(text)  # accepts 1e6
+  if value != int(value):
+    raise ValueError(text)
+  return int(value)
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> None:
+  for item in overrides:
+    field, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(field, None, "overrides look like --config.a.b=VALUE")
+    node, keys = cfg, field.split(".")
+    for depth, key in enumerate(keys):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        where = ".".join(keys[:depth]) or "config"
+        allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ConfigError(field, text, f"no such field; fields of {where}: {', '.join(allowed)}")
+      if depth < len(keys) - 1:
+        node = node[key]
+    current = node[keys[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ConfigError(field, text, "is a group of fields, set one of its fields instead")
+    with cfg.unlocked():
+      node[keys[-1]] = _parse(field, text, current)
+
+
+def to_dict(cfg: ml_collections.ConfigDict) -> dict:
+  return json.loads(cfg.to_json(sort_keys=True))
+
+
+def run_id(cfg: ml_collections.ConfigDict) -> str:
+  """A short stable id of the resolved config."""
+  return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def require(condition: bool, field: str, value, allowed: str) -> None:
+  if not condition:
+    raise ConfigError(field, value, allowed)

@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules (optax).
+
+Schedules, each after a linear warmup from 0 to the peak `lr` over `warmup_steps`:
+  * constant: the peak until the end.
+  * cosine:   cosine decay from the peak to `final_lr_fraction * lr` at the last step.
+  * wsd:      warmup-stable-decay (Hu et al. 2024, MiniCPM): the peak, then a cooldown over the
+              last `cooldown_fraction` of training shaped 1 - sqrt(t) (Hägele et al. 2024), down to
+              `final_lr_fraction * lr`.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from research.config import require
+
+SCHEDULES = ("constant", "cosine", "wsd")
+
+
+def validate(train_cfg, num_steps: int) -> None:
+  require(train_cfg.schedule in SCHEDULES, "train.schedule", train_cfg.schedule,
+          f"allowed: {', '.join(SCHEDULES)}")
+  require(train_cfg.lr > 0, "train.lr", train_cfg.lr, "must be positive")
+  require(0 <= train_cfg.warmup_steps < num_steps, "train.warmup_steps", train_cfg.warmup_steps,
+          f"must be in [0, number of steps = {num_steps})")
+  require(0 <= train_cfg.final_lr_fraction <= 1, "train.final_lr_fraction",
+          train_cfg.final_lr_fraction, "must be in [0, 1]")
+  require(0 < train_cfg.cooldown_fraction <= 1, "train.cooldown_fraction",
+          train_cfg.cooldown_fraction, "must be in (0, 1]")
+  require(train_cfg.weight_decay >= 0, "train.weight_decay", train_cfg.weight_decay,
+          "must be >= 0")
+  require(train_cfg.grad_clip >= 0, "train.grad_clip", train_cfg.grad_clip,
+          "must be >= 0 (0 turns clipping off)")
+
+
+def schedule(train_cfg, num_steps: int) -> optax.Schedule:
+  peak, warmup = train_cfg.lr, train_cfg.warmup_steps
+  floor = peak * train_cfg.final_lr_fraction
+  rest = num_steps - warmup
+  if train_cfg.schedule == "constant":
+    tail = optax.constant_schedule(peak)
+  elif train_cfg.schedule == "cosine":
+    tail = optax.cosine_decay_schedule(peak, max(rest, 1), alpha=train_cfg.final_lr_fraction)
+  else:
+    cooldown = max(1, round(train_cfg.cooldown_fraction * num_steps))
+    stable = max(rest - cooldown, 0)
+
+    def tail(step):
+      t = jnp.clip((step - stable) / cooldown, 0.0, 1.0)
+      return floor + (peak - floor) * (1.0 - jnp.sqrt(t))
+
+  if warmup == 0:
+    return tail
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), tail], [warmup])
+
+
+def decay_mask(params):
+  """Weight decay on matrices (kernels and embeddings), not on norm scales or biases."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def optimizer(train_cfg, num_steps: int) -> optax.GradientTransformation:
+  adamw = optax.adamw(schedule(train_cfg, num_steps), b1=train_cfg.b1, b2=train_cfg.b2,
+                      eps=train_cfg.eps, weight_decay=train_cfg.weight_decay, mask=decay_mask)
+  if train_cfg.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), adamw)
+  return adamw

@@ -1,0 +1,36 @@
+"""Test setup: 8 fake CPU devices and a persistent compile cache, before jax is imported."""
+
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("SCALING_LAB_TEST_CACHE", str(REPO / ".cache" / "jax-tests")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def require_shared(*parts: str) -> pathlib.Path:
+  """Path under ../shared/data; skip when absent, fail when SCALING_LAB_REQUIRE_SHARED=1 (CI)."""
+  path = SHARED_DATA.joinpath(*parts)
+  if not path.exists():
+    message = f"needs ../shared/data/{'/'.join(parts)}, which is absent"
+    if os.environ.get("SCALING_LAB_REQUIRE_SHARED") == "1":
+      pytest.fail(message + " (SCALING_LAB_REQUIRE_SHARED=1)")
+    pytest.skip(message)
+  return path
+
+
+@pytest.fixture
+def shared_data():
+  return require_shared
