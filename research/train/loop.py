@@ -183,8 +183,8 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
         if done % cfg.loop.eval_every == 0 and done < recipe.num_steps:
           last_eval = evaluate(done, state)
         if stop.received or (done % cfg.loop.checkpoint_every == 0 and done < recipe.num_steps):
-          jax.block_until_ready(state)
-          save(done, state, tokens_seen)
+          # tokens_seen covers the steps before this one, whose metrics are still pending
+          save(done, state, tokens_seen + float(jax.device_get(metrics.get("tokens", 0.0))))
         if stop.received:
           status = f"interrupted by {stop.received}"
           tracker.event("stopped", step=done, signal=stop.received)

@@ -21,8 +21,8 @@ def validate(train_cfg, num_steps: int) -> None:
   require(train_cfg.schedule in SCHEDULES, "train.schedule", train_cfg.schedule,
           f"allowed: {', '.join(SCHEDULES)}")
   require(train_cfg.lr > 0, "train.lr", train_cfg.lr, "must be positive")
-  require(0 <= train_cfg.warmup_steps < num_steps, "train.warmup_steps", train_cfg.warmup_steps,
-          f"must be in [0, number of steps = {num_steps})")
+  require(0 <= train_cfg.warmup_steps <= num_steps, "train.warmup_steps", train_cfg.warmup_steps,
+          f"must be in [0, number of steps = {num_steps}]")
   require(0 <= train_cfg.final_lr_fraction <= 1, "train.final_lr_fraction",
           train_cfg.final_lr_fraction, "must be in [0, 1]")
   require(0 < train_cfg.cooldown_fraction <= 1, "train.cooldown_fraction",

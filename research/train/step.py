@@ -32,7 +32,7 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: LossFn,
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
