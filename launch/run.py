@@ -23,11 +23,17 @@ def parse(argv):
   return args, overrides
 
 
+def _repeats(s: dict) -> str:
+  if s["data"].get("unique_train_tokens") is None:
+    return "fresh samples every step: no repeated data"
+  return f"{s['epochs']:.2f} epochs of the {s['data']['unique_train_tokens']:,} unique tokens"
+
+
 def format_summary(s: dict) -> str:
   lines = [f"run {s['run_id']}: {s['status']} after {s['steps']} steps",
            f"  params     total {s['params_total']:,}  non-embedding {s['params_non_embedding']:,}"
            f"  embedding {s['params_embedding']:,}",
-           f"  tokens D   {s['tokens']:,.0f}  ({s['epochs']:.2f} epochs of the unique data)",
+           f"  tokens D   {s['tokens']:,.0f}  ({_repeats(s)})",
            f"  FLOPs C    {s['flops']:.3e}  (convention '{s['flop_convention']}')",
            f"  train loss {s['train_loss_last10']:.4f} nats/token (mean of the last 10 logged steps)",
            f"  val loss   {s.get('final_val_loss', float('nan')):.4f} nats/token, "

@@ -136,3 +136,16 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
   assert steps, "no checkpoint survived"
   restored = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(steps[-1]) / "state")
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored["params"]))
+
+
+def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
+  pytest.importorskip("wandb")
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  workdir = tmp_path / "run"
+  assert run_tiny(workdir, 3, "tracking.wandb_project=scaling-lab-test",
+                  "tracking.wandb_mode=offline") == 0
+  runs = [p for p in (workdir / "wandb").iterdir() if p.name.startswith("offline-run-")]
+  assert runs, os.listdir(workdir / "wandb")
+  assert any(f.suffix == ".wandb" for f in runs[0].iterdir())

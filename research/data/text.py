@@ -1,0 +1,335 @@
+"""Text data: a byte tokenizer and step-indexed batches from named sources.
+
+Sources are strings (see docs/data.md):
+  synthetic[:order=2,symbols=16,alpha=0.1,chain_seed=0]   a generated k-th order Markov language
+                                                            with an exact, known entropy rate
+  text:PATH[,PATH...]                                       local files, folders and globs
+  tfds:NAME[:VERSION][:TRAIN_SPLIT[:VAL_SPLIT]]              a prepared array_record TFDS set
+
+Every batch is a pure function of (source, seed, step, batch_size, seq_len), so a resumed run sees
+exactly the batches an uninterrupted run saw. Validation text is held out by document.
+"""
+
+import copy
+import dataclasses
+import glob
+import hashlib
+import math
+import os
+import re
+from typing import Protocol
+
+import numpy as np
+
+from research.data import markov
+from research.errors import UserError
+
+VOCAB_SIZE = 256
+DOC_SEPARATOR = 0  # byte written after every document in a packed stream (NUL: absent from text)
+MIN_FILE_DOCUMENTS = 10  # fewer files than this: files are cut into chunks at blank lines
+MAX_CHUNK_BYTES = 32 * 1024  # target chunk size when files are cut into documents
+MIN_CHUNK_BYTES = 1024
+SCHEMES = "'synthetic[:k=v,...]', 'text:PATH[,PATH...]' or 'tfds:NAME[:TRAIN_SPLIT[:VAL_SPLIT]]'"
+
+
+class ByteTokenizer:
+  """UTF-8 bytes as tokens: ids 0..255, one token per byte."""
+
+  vocab_size = VOCAB_SIZE
+
+  def encode(self, text: str | bytes) -> np.ndarray:
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return np.frombuffer(data, dtype=np.uint8).astype(np.int32)
+
+  def decode(self, ids) -> str:
+    return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+
+
+class _Source(Protocol):
+  """What a TextData needs from a source: token rows of length seq_len + 1."""
+
+  def train_rows(self, seed: int, start: int, count: int, length: int) -> np.ndarray: ...
+  def val_rows(self, seed: int, count: int, length: int) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextData:
+  """A loaded source: step-indexed training batches and fixed validation batches."""
+
+  spec: str
+  vocab_size: int
+  bytes_per_token: float
+  unique_train_tokens: int | None
+  entropy_rate_nats: float | None
+  seed: int
+  source: _Source = dataclasses.field(repr=False)
+  info: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def train_batch(self, step: int, batch_size: int, seq_len: int,
+                  token_budget: int | None = None) -> dict[str, np.ndarray]:
+    """The batch for `step`; target tokens past `token_budget` (global index) get weight 0."""
+    _check_shape(batch_size, seq_len)
+    if step < 0:
+      raise UserError(f"training step {step}: allowed: a step >= 0")
+    rows = self.source.train_rows(self.seed, step * batch_size, batch_size, seq_len + 1)
+    batch = _batch(rows)
+    if token_budget is not None:
+      if token_budget < 0:
+        raise UserError(f"token budget {token_budget}: allowed: None (no limit) or >= 0")
+      index = step * batch_size * seq_len + np.arange(batch_size * seq_len)
+      batch["weights"] = (index < token_budget).astype(np.float32).reshape(batch_size, seq_len)
+    return batch
+
+  def val_batches(self, n_batches: int, batch_size: int,
+                  seq_len: int) -> list[dict[str, np.ndarray]]:
+    """Fixed validation batches from held-out text (the same on every call)."""
+    _check_shape(batch_size, seq_len)
+    rows = self.source.val_rows(self.seed, n_batches * batch_size, seq_len + 1)
+    return [_batch(rows[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
+
+  def epochs(self, train_tokens: int) -> float:
+    """Passes over the unique training tokens that `train_tokens` makes; 0.0 when unlimited."""
+    if not self.unique_train_tokens:
+      return 0.0
+    return train_tokens / self.unique_train_tokens
+
+  def describe(self) -> dict:
+    """A JSON-able summary of the source."""
+    return {"source": self.spec, "seed": self.seed, "vocab_size": self.vocab_size,
+            "bytes_per_token": self.bytes_per_token,
+            "unique_train_tokens": self.unique_train_tokens,
+            "entropy_rate_nats": self.entropy_rate_nats, **copy.deepcopy(self.info)}
+
+
+def _check_shape(batch_size: int, seq_len: int) -> None:
+  if batch_size < 1 or seq_len < 1:
+    raise UserError(f"batch shape (batch_size={batch_size}, seq_len={seq_len}): "
+                    "allowed: both >= 1")
+
+
+def _batch(rows: np.ndarray) -> dict[str, np.ndarray]:
+  rows = rows.astype(np.int32)
+  return {"inputs": rows[:, :-1], "targets": rows[:, 1:],
+          "weights": np.ones(rows[:, 1:].shape, np.float32)}
+
+
+def budget_warning(data: TextData, train_tokens: int) -> str | None:
+  """A warning naming the epoch count when `train_tokens` exceeds the unique training tokens."""
+  if data.unique_train_tokens is None or train_tokens <= data.unique_train_tokens:
+    return None
+  return (f"token budget D={train_tokens:,} exceeds the {data.unique_train_tokens:,} unique "
+          f"training tokens of data source '{data.spec}': {data.epochs(train_tokens):.2f} epochs "
+          "(repeated data)")
+
+
+def load(spec: str, *, seed: int = 0, val_fraction: float = 0.05,
+         tfds_data_dir: str | None = None) -> TextData:
+  """Loads a source named by `spec`; raises UserError on bad input."""
+  if not isinstance(spec, str):
+    raise UserError(f"data source {spec!r}: allowed: a string, one of {SCHEMES}")
+  if not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise UserError(f"data seed {seed!r}: allowed: an integer >= 0")
+  if not 0.0 < val_fraction < 1.0:
+    raise UserError(f"data val_fraction {val_fraction!r}: allowed: a fraction in (0, 1)")
+  scheme, _, rest = spec.partition(":")
+  if scheme == "synthetic":
+    chain = markov.from_spec(spec, rest)
+    return TextData(spec, VOCAB_SIZE, 1.0, None, chain.entropy_rate, seed,
+                    markov.ChainSource(chain), {"synthetic": chain.describe()})
+  if scheme == "text" and rest:
+    docs = [(doc_id, _read(spec, path)) for path, doc_id in _text_files(spec, rest)]
+    return from_documents(spec, docs, seed=seed, val_fraction=val_fraction)
+  if scheme == "tfds" and rest:
+    from research.data import tfds_text  # pylint: disable=import-outside-toplevel (slow import)
+    train_docs, val_docs = tfds_text.read_documents(spec, rest, tfds_data_dir)
+    return from_documents(spec, train_docs, val_docs, seed=seed, val_fraction=val_fraction)
+  raise UserError(f"data source {spec!r}: unknown or incomplete source; allowed: {SCHEMES}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finite corpora: documents -> held-out split -> packed streams -> shuffled windows.
+
+Document = tuple[str, bytes]  # (document id, raw bytes)
+
+
+def _text_files(spec: str, paths: str) -> list[tuple[str, str]]:
+  """(file, document id) for comma-separated files, folders (recursive) and globs, in order.
+
+  A document id is the file's path relative to the folder (or glob base) it was found under, or
+  its name for a file given directly, so the held-out split does not depend on the current
+  directory.
+  """
+  files = []
+  for path in paths.split(","):
+    if glob.has_magic(path):
+      base = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0])
+      matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+      if not matches:
+        raise UserError(f"data source {spec!r}: glob {path!r} matches no file; "
+                        "allowed: existing files, folders or globs")
+      files += [(p, os.path.relpath(p, base or ".")) for p in matches]
+    elif os.path.isdir(path):
+      files += [(p, os.path.relpath(p, path)) for p in folder_files(path)]
+    elif os.path.isfile(path):
+      files.append((path, os.path.basename(path)))
+    else:
+      raise UserError(f"data source {spec!r}: path {path!r} does not exist "
+                      f"(relative paths resolve against {os.getcwd()!r}); "
+                      "allowed: existing files, folders or globs")
+  unique = {}
+  for path, doc_id in files:
+    unique.setdefault(os.path.realpath(path), (path, doc_id))
+  return list(unique.values())
+
+
+def folder_files(folder: str) -> list[str]:
+  """Regular, non-hidden files under `folder`, recursively, sorted."""
+  found = []
+  for root, dirs, names in os.walk(folder):
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    found += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
+  return [p for p in found if os.path.isfile(p)]
+
+
+def _read(spec: str, path: str) -> bytes:
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise UserError(f"data source {spec!r}: cannot read {path!r} ({e.strerror}); "
+                    "allowed: readable files") from None
+
+
+def split_at_blank_lines(doc_id: str, data: bytes, target: int) -> list[Document]:
+  """Cuts `data` into chunks of about `target` bytes (at most 2x) at blank-line boundaries."""
+  if len(data) <= 2 * target:
+    return [(doc_id, data)]
+  ends = np.array([m.end() for m in re.finditer(rb"\r?\n[ \t]*\r?\n", data)], dtype=np.int64)
+  cuts, start = [0], 0
+  while len(data) - start > 2 * target:
+    i = np.searchsorted(ends, start + target)
+    start = int(ends[i]) if i < len(ends) and ends[i] <= start + 2 * target else start + target
+    cuts.append(start)
+  cuts.append(len(data))
+  return [(f"{doc_id}#{i}", data[a:b]) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+
+
+def _chunk_size(docs: list[Document]) -> int:
+  total = sum(len(d) for _, d in docs)
+  return int(np.clip(total // 32, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES))
+
+
+def _doc_hash(seed: int, doc_id: str) -> bytes:
+  return hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest()
+
+
+def hold_out(docs: list[Document], seed: int,
+             val_fraction: float) -> tuple[list[Document], list[Document]]:
+  """Splits documents into (train, val): in hash order, documents that keep the held-out bytes
+  under 1.5 x val_fraction of all bytes, until val_fraction is reached; at least one."""
+  order = sorted(range(len(docs)), key=lambda i: _doc_hash(seed, docs[i][0]))
+  goal, held, val = val_fraction * sum(len(d) for _, d in docs), 0, set()
+  for i in order:
+    if val and held >= goal:
+      break
+    if not val or held + len(docs[i][1]) <= 1.5 * goal:
+      val.add(i)
+      held += len(docs[i][1])
+  return ([d for i, d in enumerate(docs) if i not in val],
+          [d for i, d in enumerate(docs) if i in val])
+
+
+def pack(docs: list[Document]) -> np.ndarray:
+  """One read-only uint8 stream: each document followed by DOC_SEPARATOR."""
+  sep = bytes([DOC_SEPARATOR])
+  return np.frombuffer(b"".join(d + sep for _, d in docs), dtype=np.uint8)
+
+
+def from_documents(spec: str, docs: list[Document], val_docs: list[Document] | None = None, *,
+                   seed: int = 0, val_fraction: float = 0.05) -> TextData:
+  """A TextData over documents; without `val_docs`, holds out about val_fraction by document."""
+  docs = [d for d in docs if d[1]]
+  if not docs:
+    raise UserError(f"data source {spec!r}: the corpus is empty (no non-empty document); "
+                    "allowed: sources with some text")
+  if val_docs is None:
+    if len(docs) < MIN_FILE_DOCUMENTS:
+      target = _chunk_size(docs)
+      docs = [c for doc_id, data in docs for c in split_at_blank_lines(doc_id, data, target)]
+    if len(docs) < 2:
+      raise UserError(f"data source {spec!r}: a single document of {len(docs[0][1]):,} bytes "
+                      "cannot be split into training and held-out text; allowed: at least 2 "
+                      f"documents (files, or text of over {2 * MIN_CHUNK_BYTES} bytes)")
+    docs, val_docs = hold_out(docs, seed, val_fraction)
+  val_docs = [d for d in val_docs if d[1]]
+  if not val_docs:
+    raise UserError(f"data source {spec!r}: the validation text is empty; "
+                    "allowed: sources with held-out text")
+  source = CorpusSource(pack(docs), pack(val_docs))
+  info = {"documents_train": len(docs), "documents_val": len(val_docs),
+          "unique_val_tokens": int(source.val.size),
+          "val_document_ids": [doc_id for doc_id, _ in val_docs][:100]}
+  return TextData(spec, VOCAB_SIZE, 1.0, int(source.train.size), None, seed, source, info)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CorpusSource:
+  """Packed training and validation streams cut into non-overlapping windows."""
+
+  train: np.ndarray
+  val: np.ndarray
+
+  def train_rows(self, seed: int, start: int, count: int, length: int) -> np.ndarray:
+    n = _n_windows(self.train, length, "training")
+    index = start + np.arange(count, dtype=np.int64)
+    epoch, position = np.divmod(index, n)
+    window = np.empty_like(index)
+    for e in np.unique(epoch):
+      mask = epoch == e
+      window[mask] = permute(position[mask], n, (seed, int(e)))
+    return _windows(self.train, window, length)
+
+  def val_rows(self, seed: int, count: int, length: int) -> np.ndarray:
+    del seed  # validation order is fixed
+    n = _n_windows(self.val, length, "held-out")
+    return _windows(self.val, np.arange(count, dtype=np.int64) % n, length)
+
+
+def _n_windows(stream: np.ndarray, length: int, which: str) -> int:
+  n = stream.size // length
+  if n == 0:
+    raise UserError(f"seq_len {length - 1}: the {which} text has only {stream.size:,} tokens; "
+                    f"allowed: seq_len < {stream.size}")
+  return n
+
+
+def _windows(stream: np.ndarray, window: np.ndarray, length: int) -> np.ndarray:
+  return stream[window[:, None] * length + np.arange(length)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A random-access permutation of [0, n): a keyed Feistel network with cycle walking, so batch
+# rows are found in O(batch) without materialising a permutation of every window.
+
+def permute(index: np.ndarray, n: int, key: tuple[int, ...], rounds: int = 4) -> np.ndarray:
+  """Applies a pseudo-random bijection of [0, n), chosen by `key`, to `index`.
+
+  An unbalanced Feistel network on m = ceil(log2 n) bits (round function: multiply-shift
+  hashing) with cycle walking for values that land in [n, 2^m).
+  """
+  m = max(2, (n - 1).bit_length())
+  keys = np.frombuffer(hashlib.blake2b(repr(key).encode(), digest_size=8 * rounds).digest(),
+                       dtype=np.uint64) | np.uint64(1)
+  x = np.asarray(index, dtype=np.uint64).copy()
+  todo = np.ones(x.shape, bool)
+  while todo.any():
+    y = x[todo]
+    left_bits, right_bits = m - m // 2, m // 2
+    for k in keys:  # (L, R) -> (R, L ^ F(R)); the halves swap sizes each round
+      left, right = y >> np.uint64(right_bits), y & np.uint64((1 << right_bits) - 1)
+      f = ((right + np.uint64(1)) * k) >> np.uint64(64 - left_bits)
+      y = (right << np.uint64(left_bits)) | (left ^ f)
+      left_bits, right_bits = right_bits, left_bits
+    x[todo] = y
+    todo = x >= np.uint64(n)
+  return x.astype(np.int64)
