@@ -76,7 +76,10 @@ def main(argv) -> int:
     print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
           file=sys.stderr)
     return 0
+  from research import curves
+  figure = curves.plot_run(args.workdir, summary)
   print(format_summary(summary))
+  print(f"  figure     {figure}")
   return 0
 
 

@@ -53,3 +53,11 @@ def test_fsdp_shards_the_largest_divisible_dimension():
   assert specs["w"] == jax.sharding.PartitionSpec(None, "fsdp")
   assert specs["odd"] == jax.sharding.PartitionSpec()
   assert specs["scalar"] == jax.sharding.PartitionSpec()
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu-124m"])
+def test_every_preset_is_valid(preset):
+  from research import config as config_lib
+  cfg, experiment = config_lib.load(os.path.join(REPO, f"experiments/lm.py:{preset}"))
+  experiment.validate(cfg)
+  assert experiment.num_steps(cfg) * cfg.train.batch_size * cfg.train.seq_len >= cfg.train.tokens

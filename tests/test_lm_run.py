@@ -43,7 +43,7 @@ def test_summary_and_rerun_reports_finished(tmp_path, capsys):
   assert s["params_total"] == s["params_embedding"] + s["params_non_embedding"]
   assert s["final_val_loss"] > s["entropy_rate_nats"]
   assert s["final_val_bpb"] == pytest.approx(s["final_val_loss"] / np.log(2))
-  for name in ("config.json", "metrics.jsonl", "summary.json"):
+  for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png"):
     assert os.path.exists(tmp_path / name)
   assert 4 in [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
   capsys.readouterr()

@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
@@ -45,7 +44,3 @@ def loss_evaluator(apply_fn, batches: list[dict], bytes_per_token: float, prefix
             f"{prefix}_tokens": count}
 
   return evaluate
-
-
-def as_numpy_batches(batches: list[dict]) -> list[dict]:
-  return [{k: np.asarray(v) for k, v in b.items()} for b in batches]
