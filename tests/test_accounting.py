@@ -73,3 +73,21 @@ def test_mfu_and_measured_peak():
   assert accounting.mfu(100.0, 10.0, 1000.0) == pytest.approx(1.0)
   assert accounting.table_peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
   assert accounting.table_peak_flops("cpu", "float32") is None
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(heads=st.integers(1, 4), d_head=st.sampled_from([2, 8, 16]), layers=st.integers(1, 3),
+       d_ff=st.integers(1, 96), vocab=st.integers(2, 300), context=st.integers(1, 64),
+       positions=st.sampled_from(["rotary", "learned"]),
+       norm=st.sampled_from(["rmsnorm", "layernorm"]), tied=st.booleans())
+def test_param_counts_match_the_tree_for_any_shape(heads, d_head, layers, d_ff, vocab, context,
+                                                   positions, norm, tied):
+  cfg = transformer.TransformerConfig(vocab_size=vocab, d_model=heads * d_head, n_layers=layers,
+                                      n_heads=heads, d_ff=d_ff, context=context,
+                                      positions=positions, norm=norm, tied_embeddings=tied)
+  params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  assert accounting.param_counts(cfg).total == sum(int(np.prod(x.shape))
+                                                   for x in jax.tree.leaves(params))
