@@ -15,6 +15,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make results unreadable to others
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
