@@ -1,0 +1,134 @@
+"""python -m launch fit TABLE --n COL (--d COL | --c COL) --loss COL [options]
+
+Fits Chinchilla's approaches to any table of runs (CSV, a JSONL run log, or anything pandas reads),
+prints the law with bootstrap intervals and the compute-optimal allocation, and writes fit.json and
+figures to --out. Bad input exits with code 2 and a message naming the column or rows; a fit that
+did not converge says so and exits with code 1.
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+from research.errors import UserError
+from research.fileio import atomic_write_json, atomic_write_text
+from research.scaling import report as report_lib
+from research.scaling import table
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m launch fit", description=__doc__.split("\n\n")[1])
+  p.add_argument("table", help="CSV, JSONL run log, or any pandas-readable file")
+  p.add_argument("--n", required=True, help="column of parameter counts N (used as given)")
+  p.add_argument("--d", help="column of training tokens D")
+  p.add_argument("--c", help="column of training FLOPs C (D = C / (k N) when --d is absent)")
+  p.add_argument("--loss", required=True, help="column of losses (nats per token)")
+  p.add_argument("--unique", help="column of unique tokens (data-constrained runs)")
+  p.add_argument("--run", help="column of run ids: rows of one run share a training curve and "
+                 "are resampled together by the bootstrap")
+  p.add_argument("--flops-per-param-token", type=float, default=6.0,
+                 help="k in C = k N D (default 6)")
+  p.add_argument("--n-convention", default="as given",
+                 help="what N counts, written into every output (e.g. 'total', 'non-embedding')")
+  p.add_argument("--approach", default="3", choices=["1", "2", "3", "all"])
+  p.add_argument("--form", default="hoffmann", choices=["hoffmann", "muennighoff"],
+                 help="the parametric law of Approach 3 (muennighoff needs --unique)")
+  p.add_argument("--drop-highest-loss", type=int, default=0,
+                 help="drop this many highest-loss rows first (Besiroglu et al. drop 5)")
+  p.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log L")
+  p.add_argument("--mean", action="store_true",
+                 help="average the Huber terms instead of summing them (not recommended)")
+  p.add_argument("--likelihood", action="store_true",
+                 help="Epoch's Huber likelihood with a fitted scale instead of the plain sum")
+  p.add_argument("--keep", type=int, default=32,
+                 help="starts refined after the cheap first pass over the grid (0: all)")
+  p.add_argument("--maxiter", type=int, default=300, help="L-BFGS iteration limit per start")
+  p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (0: none)")
+  p.add_argument("--ci", type=float, default=0.95, help="bootstrap interval coverage")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--heldout", type=int, default=1,
+                 help="largest budgets held out for the prediction check (0: none)")
+  p.add_argument("--budget-tolerance-dex", type=float, default=0.05,
+                 help="runs whose log10 C differ by less than this share an IsoFLOP budget")
+  p.add_argument("--drop-small-budgets", action="store_true",
+                 help="Approach 2: skip budgets with fewer than three sizes instead of failing")
+  p.add_argument("--window", type=float, default=2.0,
+                 help="Approach 2: fit each parabola within this factor in N of the best run")
+  p.add_argument("--budgets", default=",".join(f"{b:g}" for b in report_lib.DEFAULT_BUDGETS),
+                 help="compute budgets (FLOPs, comma-separated) for the allocation table")
+  p.add_argument("--out", help="folder for fit.json and figures")
+  p.add_argument("--no-plots", action="store_true")
+  return p
+
+
+def _load_runs(args) -> table.Runs:
+  df = table.read_table(args.table)
+  if args.drop_highest_loss:
+    if args.loss not in df.columns:
+      table.runs_from_table(df, n=args.n, d=args.d, c=args.c, loss=args.loss)  # names the column
+    df = df.loc[df[args.loss].rank(method="first", ascending=False) > args.drop_highest_loss]
+    df = df.reset_index(drop=True)
+  return table.runs_from_table(df, n=args.n, loss=args.loss, d=args.d, c=args.c,
+                               unique=args.unique, run=args.run,
+                               flops_per_param_token=args.flops_per_param_token,
+                               n_convention=args.n_convention)
+
+
+def _options(args) -> dict:
+  try:
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+  except ValueError:
+    raise UserError(f"--budgets {args.budgets!r}: give FLOPs as numbers separated by "
+                    "commas") from None
+  if not 0 < args.ci < 1:
+    raise UserError(f"--ci {args.ci}: must lie strictly between 0 and 1")
+  if args.delta <= 0:
+    raise UserError(f"--delta {args.delta}: must be > 0")
+  return dict(approaches=[1, 2, 3] if args.approach == "all" else [int(args.approach)],
+              form=args.form,
+              delta=args.delta, reduce="mean" if args.mean else "sum", likelihood=args.likelihood,
+              keep=args.keep or None, maxiter=args.maxiter, bootstrap=args.bootstrap,
+              ci=args.ci, seed=args.seed,
+              heldout=args.heldout, budget_tolerance_dex=args.budget_tolerance_dex,
+              drop_small_budgets=args.drop_small_budgets, window=args.window, budgets=budgets)
+
+
+def _figures(runs, report, out: str) -> list[str]:
+  from research.scaling import plots
+  results = report["approaches"]
+  conv = report["conventions"]
+  paths = []
+  if "3" in results:
+    theta = np.array(results["3"]["theta"])
+    paths += plots.save(plots.loss_vs_compute(runs, theta, conv),
+                        os.path.join(out, "loss_vs_compute"))
+    paths += plots.save(plots.loss_vs_n_d(runs, theta), os.path.join(out, "loss_vs_n_d"))
+  if "2" in results:
+    ids = table.budgets(runs.C, report["options"]["budget_tolerance_dex"])
+    paths += plots.save(plots.isoflop_curves(runs, results["2"]["minima"], ids),
+                        os.path.join(out, "isoflop_curves"))
+  flops_range = (runs.C.min() / 2, max(runs.C.max() * 10, max(report["budgets"], default=0)))
+  paths += plots.save(plots.allocation(results, conv, flops_range), os.path.join(out, "allocation"))
+  return paths
+
+
+def main(argv: list[str]) -> int:
+  args = _parser().parse_args(argv)
+  runs = _load_runs(args)
+  report = report_lib.analyse(runs, _options(args))
+  report["table"] = args.table
+  print(report_lib.format_report(report))
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    saved = {k: {kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"}
+             for k, v in report["approaches"].items()}
+    atomic_write_json(os.path.join(args.out, "fit.json"), dict(report, approaches=saved))
+    atomic_write_text(os.path.join(args.out, "summary.txt"),
+                      report_lib.format_report(report) + "\n")
+    written = ["fit.json", "summary.txt"]
+    if not args.no_plots:
+      written += [os.path.basename(p) for p in _figures(runs, report, args.out)]
+    print(f"\nwrote {', '.join(written)} to {args.out}")
+  converged = all(r.get("converged", True) for r in report["approaches"].values())
+  return 0 if converged else 1

@@ -1,0 +1,152 @@
+"""Chinchilla's three approaches to the compute-optimal allocation (Hoffmann et al. 2022, sec. 3).
+
+  approach1  lower envelope of training curves over compute, then N_opt(C), D_opt(C) power laws
+  approach2  a parabola in log N per IsoFLOP budget, its minimum, then the power laws
+  approach3  the parametric law L = E + A/N^alpha + B/D^beta and its frontier (see fit.py)
+All take `Runs` (table.py) and optional per-run weights, so a bootstrap is the same call with
+resampled counts.
+"""
+
+import numpy as np
+
+from research.errors import UserError
+from research.scaling import table
+from research.scaling.fit import fit_law, interval, resample_weights
+
+
+def power_law(flops, values, weights=None) -> dict:
+  """values = k C^exponent by least squares in log-log space."""
+  w = None if weights is None else np.sqrt(weights)
+  slope, intercept = np.polyfit(np.log(flops), np.log(values), 1, w=w)
+  return dict(exponent=float(slope), coefficient=float(np.exp(intercept)))
+
+
+def _allocation_laws(flops, n_opt, d_opt) -> dict:
+  if len(flops) < 2:
+    raise UserError(f"{len(flops)} compute-optimal point(s): a power law in C needs at least two")
+  n_law, d_law = power_law(flops, n_opt), power_law(flops, d_opt)
+  return dict(a=n_law["exponent"], b=d_law["exponent"], n_law=n_law, d_law=d_law)
+
+
+def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3,
+                   drop_small: bool = False, window: float = 2.0) -> list[dict]:
+  """Per budget: the vertex of a parabola in log N fitted to L (weighted by run counts).
+
+  The parabola is fitted to the runs within a factor `window` in N of the lowest-loss run (at
+  least three sizes), since IsoFLOP curves are asymmetric far from their minimum.
+  """
+  weights = np.ones(len(runs.L)) if weights is None else np.asarray(weights, np.float64)
+  minima = []
+  for budget in np.unique(budget_ids):
+    here = (budget_ids == budget) & (weights > 0)
+    flops = float(np.exp(np.mean(np.log(runs.C[budget_ids == budget]))))
+    n_distinct = len(np.unique(runs.N[here]))
+    if n_distinct < min_runs:
+      if drop_small:
+        continue
+      rows = runs.rows[budget_ids == budget]
+      raise UserError(f"IsoFLOP budget C = {flops:.3g} has {n_distinct} run(s) of distinct size "
+                      f"(rows {', '.join(map(str, rows[:10]))}); Approach 2 needs at least "
+                      f"{min_runs} per budget (drop such budgets with --drop-small-budgets)")
+    log_n, loss, w = np.log(runs.N[here]), runs.L[here], weights[here]
+    lowest = log_n[np.argmin(loss)]
+    near = np.abs(log_n - lowest) <= np.log(window) + 1e-9
+    if len(np.unique(log_n[near])) < 3:  # too few sizes in the window: the three nearest
+      near = np.isin(log_n, np.unique(log_n[np.argsort(np.abs(log_n - lowest))])[:3])
+    c2, c1, c0 = np.polyfit(log_n[near], loss[near], 2, w=np.sqrt(w[near]))
+    x_min = -c1 / (2 * c2) if c2 > 0 else lowest
+    at_edge = bool(c2 <= 0 or lowest in (log_n.min(), log_n.max())
+                   or not log_n[near].min() <= x_min <= log_n[near].max())
+    n_opt = float(np.exp(x_min))
+    minima.append(dict(C=flops, N_opt=n_opt,
+                       D_opt=flops / (runs.conventions.get("flops_per_param_token", 6.0) * n_opt),
+                       L_opt=float(np.polyval([c2, c1, c0], x_min)), n_runs=int(here.sum()),
+                       at_edge=at_edge, parabola=[float(c2), float(c1), float(c0)],
+                       fit_range_N=[float(np.exp(log_n[near].min())),
+                                    float(np.exp(log_n[near].max()))]))
+  return minima
+
+
+def approach2(runs: table.Runs, budget_ids=None, weights=None, drop_small: bool = False,
+              window: float = 2.0) -> dict:
+  """IsoFLOP parabolas, their minima, then N_opt = k C^a and D_opt = k C^b."""
+  budget_ids = table.budgets(runs.C) if budget_ids is None else np.asarray(budget_ids)
+  minima = isoflop_minima(runs, budget_ids, weights, drop_small=drop_small, window=window)
+  warnings = [f"budget C = {m['C']:.3g}: the minimum lies at the edge of its grid of sizes "
+              "(the optimum may lie outside the sizes tried)" for m in minima if m["at_edge"]]
+  laws = _allocation_laws(*(np.array([m[k] for m in minima]) for k in ("C", "N_opt", "D_opt")))
+  return dict(approach=2, minima=minima, warnings=warnings, **laws)
+
+
+def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
+  """Lower envelope of training curves: at each compute value the run (group) with least loss.
+
+  Each group of rows (a run id, or N to three significant figures when every run id is unique)
+  is a training curve; its loss is interpolated in log C, and only compute values inside the
+  curve's range count.
+  """
+  weights = np.ones(len(runs.L)) if weights is None else np.asarray(weights, np.float64)
+  curves = runs.groups
+  if len(np.unique(curves)) == len(curves):
+    curves = np.array([f"{n:.3g}" for n in runs.N])
+  keep = weights > 0
+  log_c = np.log(runs.C)
+  grid = np.linspace(log_c[keep].min(), log_c[keep].max(), n_grid)
+  best_loss = np.full(n_grid, np.inf)
+  best_n = np.full(n_grid, np.nan)
+  for group in np.unique(curves[keep]):
+    here = keep & (curves == group)
+    order = np.argsort(log_c[here])
+    x, y = log_c[here][order], runs.L[here][order]
+    inside = (grid >= x[0]) & (grid <= x[-1])
+    curve = np.interp(grid, x, y)
+    better = inside & (curve < best_loss)
+    best_loss[better] = curve[better]
+    best_n[better] = np.exp(np.mean(np.log(runs.N[here])))
+  # Where the smallest or largest size wins, the optimum may lie beyond the sizes tried.
+  interior = (best_n > np.exp(np.log(runs.N[keep]).min()) * (1 + 1e-9)) & (
+      best_n < np.exp(np.log(runs.N[keep]).max()) * (1 - 1e-9))
+  ok = np.isfinite(best_loss) & interior
+  flops = np.exp(grid[ok])
+  k = runs.conventions.get("flops_per_param_token", 6.0)
+  envelope = dict(C=flops.tolist(), N_opt=best_n[ok].tolist(),
+                  D_opt=(flops / (k * best_n[ok])).tolist(), L=best_loss[ok].tolist())
+  laws = _allocation_laws(flops, best_n[ok], flops / (k * best_n[ok]))
+  dropped = int((np.isfinite(best_loss) & ~interior).sum())
+  warnings = [f"{dropped} of {n_grid} compute values dropped: the smallest or largest size was "
+              "the best there"] if dropped else []
+  return dict(approach=1, envelope=envelope, warnings=warnings, **laws)
+
+
+def bootstrap_allocation(run_approach, runs: table.Runs, n_boot: int, seed: int,
+                         ci: float) -> dict:
+  """Intervals on a and b by refitting an approach on runs resampled with replacement."""
+  samples = {"a": [], "b": []}
+  for w in resample_weights(runs.groups, n_boot, seed):
+    try:
+      out = run_approach(runs, weights=w)
+    except (UserError, np.linalg.LinAlgError, ValueError):
+      continue
+    samples["a"].append(out["a"])
+    samples["b"].append(out["b"])
+  return dict(n_boot=n_boot, n_converged=len(samples["a"]), ci=ci, seed=seed,
+              intervals={k: interval(v, ci) for k, v in samples.items() if v}, samples=samples)
+
+
+def heldout_check(runs: table.Runs, budget_ids, n_held: int = 1, **fit_options) -> dict:
+  """Fit Hoffmann's law without the largest n_held budgets; the error of its loss predicted there."""
+  order = np.unique(budget_ids)
+  if len(order) <= n_held:
+    raise UserError(f"held-out check: {len(order)} budget(s), cannot hold out {n_held}")
+  held = np.isin(budget_ids, order[-n_held:])
+  train = runs.subset(~held)
+  fit = fit_law("hoffmann", train.inputs(), train.L, **fit_options)
+  test = runs.subset(held)
+  predicted = fit.form.loss(fit.theta, test.inputs())
+  error = predicted - test.L
+  return dict(held_out_budgets=n_held, n_train=int((~held).sum()), n_test=int(held.sum()),
+              min_flops_held=float(test.C.min()), train_converged=fit.converged,
+              mean_abs_error=float(np.mean(np.abs(error))),
+              rms_error=float(np.sqrt(np.mean(error**2))),
+              mean_rel_error=float(np.mean(np.abs(error) / test.L)),
+              mean_signed_error=float(np.mean(error)))

@@ -1,0 +1,140 @@
+"""Figures in the style of the scaling papers (matplotlib, Agg): each function returns a Figure.
+
+  loss_vs_compute   runs coloured by N, with the fitted compute-optimal frontier
+  isoflop_curves    L against N per budget, the fitted parabolas and their minima
+  allocation        N_opt and D_opt against C: the approaches' points, fits and bootstrap band
+  loss_vs_n_d       L against N and against D with the fitted law
+`save` writes PNG and PDF atomically.
+"""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from research.fileio import atomic_write_bytes  # noqa: E402
+from research.scaling.forms import FORMS, hoffmann_frontier  # noqa: E402
+
+HOFFMANN = FORMS["hoffmann"]
+
+
+def save(fig, path_stem: str, dpi: int = 110) -> list[str]:
+  """Write path_stem.png and path_stem.pdf; returns the paths."""
+  paths = []
+  for ext in ("png", "pdf"):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=ext, dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(f"{path_stem}.{ext}", buffer.getvalue())
+    paths.append(f"{path_stem}.{ext}")
+  plt.close(fig)
+  return paths
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
+  ax.set_xscale("log")
+  if logy:
+    ax.set_yscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(True, which="major", alpha=0.3)
+
+
+def _colour_by_n(fig, ax, x, y, n):
+  points = ax.scatter(x, y, c=np.log10(n), cmap="viridis", s=12, alpha=0.85)
+  fig.colorbar(points, ax=ax, label="log10 N (parameters)")
+
+
+def loss_vs_compute(runs, theta, conventions: dict):
+  """L against C; the frontier L(N_opt(C), D_opt(C)) of the fitted Hoffmann law."""
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  _colour_by_n(fig, ax, runs.C, runs.L, runs.N)
+  flops = np.geomspace(runs.C.min() / 2, runs.C.max() * 50, 100)
+  frontier = hoffmann_frontier(theta, flops, conventions["flops_per_param_token"])
+  ax.plot(flops, HOFFMANN.loss(theta, dict(N=frontier["N_opt"], D=frontier["D_opt"])), "k-",
+          label="compute-optimal frontier (Approach 3)")
+  _log_axes(ax, f"training compute C (FLOPs; {conventions['C']})", "loss L (nats/token)",
+            "Loss against compute")
+  ax.legend(fontsize=8)
+  return fig
+
+
+def isoflop_curves(runs, minima: list[dict], budget_ids):
+  """Each IsoFLOP budget: its runs, the fitted parabola in log N, and the minimum (star)."""
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(minima), 1)))
+  for colour, m in zip(colours, minima):
+    here = np.isclose(np.log(runs.C), np.log(m["C"]), atol=0.25) if budget_ids is None else (
+        budget_ids == budget_ids[np.argmin(np.abs(np.log(runs.C) - np.log(m["C"])))])
+    ax.scatter(runs.N[here], runs.L[here], color=colour, s=12)
+    log_n = np.linspace(*np.log(m["fit_range_N"]), 60)
+    ax.plot(np.exp(log_n), np.polyval(m["parabola"], log_n), color=colour, lw=1,
+            label=f"C = {m['C']:.2g}")
+    ax.plot(m["N_opt"], m["L_opt"], "*", color=colour, ms=10, mec="k")
+  _log_axes(ax, "parameters N", "loss L (nats/token)", "IsoFLOP curves (star: fitted minimum)")
+  ax.legend(fontsize=6, ncol=2)
+  return fig
+
+
+def allocation(results: dict, conventions: dict, flops_range):
+  """N_opt(C) and D_opt(C): the points of Approaches 1/2, every power law, the Approach 3 band."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  flops = np.geomspace(*flops_range, 100)
+  k = conventions["flops_per_param_token"]
+  for key, result in results.items():
+    if key == "3":
+      theta = np.array(result["theta"])
+      frontier = hoffmann_frontier(theta, flops, k)
+      for ax, name in zip(axes, ("N_opt", "D_opt")):
+        ax.plot(flops, frontier[name], "k-", label=f"Approach 3 (a = {result['a']:.3f})")
+      samples = result.get("bootstrap_samples")
+      if samples:
+        _band(axes, flops, samples, k)
+      continue
+    points = result.get("minima") or [dict(C=c, N_opt=n, D_opt=d) for c, n, d in zip(
+        result["envelope"]["C"], result["envelope"]["N_opt"], result["envelope"]["D_opt"])]
+    for ax, name, law in zip(axes, ("N_opt", "D_opt"), ("n_law", "d_law")):
+      ax.scatter([p["C"] for p in points], [p[name] for p in points], s=14,
+                 label=f"Approach {key} points")
+      ax.plot(flops, result[law]["coefficient"] * flops ** result[law]["exponent"], "--",
+              label=f"Approach {key} fit (exponent {result[law]['exponent']:.3f})")
+  for ax, name in zip(axes, ("parameters N_opt", "tokens D_opt")):
+    _log_axes(ax, "training compute C (FLOPs)", name, f"Compute-optimal {name.split()[0]}",
+              logy=True)
+    ax.legend(fontsize=7)
+  return fig
+
+
+def _band(axes, flops, samples: dict, k: float) -> None:
+  curves = []
+  for a, b, e, alpha, beta in zip(*(np.log(samples[x]) for x in ("A", "B", "E")),
+                                  samples["alpha"], samples["beta"]):
+    f = hoffmann_frontier([a, b, e, alpha, beta], flops, k)
+    curves.append((f["N_opt"], f["D_opt"]))
+  curves = np.array(curves)
+  for i, ax in enumerate(axes):
+    lo, hi = np.quantile(curves[:, i], [0.025, 0.975], axis=0)
+    ax.fill_between(flops, lo, hi, color="grey", alpha=0.3, label="95% bootstrap band")
+
+
+def loss_vs_n_d(runs, theta):
+  """L against N (coloured by D) and against D (coloured by N), with the law at fixed D or N."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, (x, other, xname, oname) in zip(axes, ((runs.N, runs.D, "N", "D"),
+                                                 (runs.D, runs.N, "D", "N"))):
+    points = ax.scatter(x, runs.L, c=np.log10(other), cmap="viridis", s=10, alpha=0.85)
+    fig.colorbar(points, ax=ax, label=f"log10 {oname}")
+    grid = np.geomspace(x.min(), x.max(), 80)
+    for value in np.quantile(other, [0.1, 0.5, 0.9]):
+      args = {xname: grid, oname: np.full_like(grid, value)}
+      colour = plt.cm.viridis((np.log10(value) - np.log10(other).min())
+                              / max(np.ptp(np.log10(other)), 1e-9))
+      ax.plot(grid, HOFFMANN.loss(theta, args), color=colour, lw=1.2,
+              label=f"law at {oname} = {value:.2g}")
+    _log_axes(ax, "parameters N" if xname == "N" else "tokens D", "loss L (nats/token)",
+              f"Loss against {xname}")
+    ax.legend(fontsize=7)
+  return fig

@@ -1,0 +1,122 @@
+"""Reading a table of runs and checking it: every bad value is named by column and row.
+
+Rows are counted from 1 after the header (the line number in a CSV minus one; the line number in
+a JSONL file). Columns give N and D, or N and C with D = C / (k N), k = 6 unless told otherwise.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+
+from research.errors import UserError
+
+READERS = {".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+           ".jsonl": lambda p: pd.read_json(p, lines=True), ".json": pd.read_json,
+           ".parquet": pd.read_parquet, ".feather": pd.read_feather, ".pkl": pd.read_pickle,
+           ".pickle": pd.read_pickle, ".xz": pd.read_pickle}
+
+
+def read_table(path: str) -> pd.DataFrame:
+  """A CSV, TSV, JSONL run log, JSON, Parquet, Feather or pickle file as a DataFrame."""
+  if not os.path.isfile(path):
+    raise UserError(f"table {path!r} does not exist")
+  ext = os.path.splitext(path)[1].lower()
+  reader = READERS.get(ext, pd.read_csv)
+  try:
+    df = reader(path)
+  except Exception as e:  # pandas raises many types for a malformed file
+    raise UserError(f"table {path!r} could not be read as {ext or 'CSV'}: {e}") from None
+  if not isinstance(df, pd.DataFrame) or df.empty:
+    raise UserError(f"table {path!r} has no rows")
+  return df.reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class Runs:
+  """Columns as float arrays: N parameters, D tokens, C FLOPs, L loss; U unique tokens if given."""
+  N: np.ndarray
+  D: np.ndarray
+  C: np.ndarray
+  L: np.ndarray
+  rows: np.ndarray
+  groups: np.ndarray
+  U: np.ndarray | None = None
+  conventions: dict = dataclasses.field(default_factory=dict)
+
+  def subset(self, mask) -> "Runs":
+    pick = lambda v: None if v is None else v[mask]
+    return Runs(self.N[mask], self.D[mask], self.C[mask], self.L[mask], self.rows[mask],
+                self.groups[mask], pick(self.U), self.conventions)
+
+  def inputs(self) -> dict:
+    out = dict(N=self.N, D=self.D)
+    if self.U is not None:
+      out["U"] = self.U
+    return out
+
+
+def _rows_text(rows) -> str:
+  rows = [int(r) for r in rows]
+  shown = ", ".join(str(r) for r in rows[:10])
+  return f"row{'s' if len(rows) > 1 else ''} {shown}" + (f" and {len(rows) - 10} more"
+                                                          if len(rows) > 10 else "")
+
+
+def _column(df: pd.DataFrame, name: str, role: str) -> np.ndarray:
+  if name not in df.columns:
+    raise UserError(f"column {name!r} ({role}) is not in the table; columns are: "
+                    f"{', '.join(map(repr, df.columns))}")
+  values = pd.to_numeric(df[name], errors="coerce").to_numpy(np.float64)
+  rows = np.flatnonzero(~np.isfinite(values)) + 1
+  if len(rows):
+    raise UserError(f"column {name!r} ({role}) is missing, NaN or not a number at "
+                    f"{_rows_text(rows)} (e.g. {df[name].iloc[rows[0] - 1]!r}); "
+                    "every value must be a finite positive number")
+  rows = np.flatnonzero(values <= 0) + 1
+  if len(rows):
+    raise UserError(f"column {name!r} ({role}) is not positive at {_rows_text(rows)} "
+                    f"(e.g. {values[rows[0] - 1]!r}); every value must be > 0")
+  return values
+
+
+def runs_from_table(df: pd.DataFrame, *, n: str, loss: str, d: str | None = None,
+                    c: str | None = None, unique: str | None = None, run: str | None = None,
+                    flops_per_param_token: float = 6.0, n_convention: str = "as given") -> Runs:
+  """Checked arrays from named columns; D = C / (k N) or C = k N D when one of them is absent."""
+  if (d is None) == (c is None) and d is None:
+    raise UserError("give the tokens column (--d) or the FLOPs column (--c); neither was given")
+  n_values = _column(df, n, "N, parameters")
+  l_values = _column(df, loss, "loss")
+  k = float(flops_per_param_token)
+  if d is not None:
+    d_values = _column(df, d, "D, tokens")
+    c_values = _column(df, c, "C, FLOPs") if c is not None else k * n_values * d_values
+    flops_rule = f"C from column {c!r}" if c is not None else f"C = {k:g} N D"
+  else:
+    c_values = _column(df, c, "C, FLOPs")
+    d_values = c_values / (k * n_values)
+    flops_rule = f"C from column {c!r}"
+  u_values = _column(df, unique, "U, unique tokens") if unique else None
+  groups = (df[run].astype(str).to_numpy() if run is not None and run in df.columns
+            else np.arange(len(df)))
+  if run is not None and run not in df.columns:
+    raise UserError(f"column {run!r} (run id) is not in the table; columns are: "
+                    f"{', '.join(map(repr, df.columns))}")
+  conventions = dict(N=f"column {n!r}, {n_convention} (no embedding correction applied)",
+                     D=f"column {d!r}" if d is not None else f"C / ({k:g} N) (training FLOPs "
+                     f"C = {k:g} N D)",
+                     C=flops_rule, L=f"column {loss!r}, natural-log loss per token",
+                     flops_per_param_token=k)
+  return Runs(n_values, d_values, c_values, l_values, np.arange(1, len(df) + 1), groups,
+              u_values, conventions)
+
+
+def budgets(flops, tolerance_dex: float = 0.05) -> np.ndarray:
+  """IsoFLOP budget ids: sorted log10 C split wherever the gap exceeds tolerance_dex."""
+  log_c = np.log10(np.asarray(flops, np.float64))
+  order = np.argsort(log_c)
+  ids = np.empty(len(log_c), int)
+  ids[order] = np.concatenate([[0], np.cumsum(np.diff(log_c[order]) > tolerance_dex)])
+  return ids

@@ -1,0 +1,117 @@
+"""python -m launch fit: outputs, conventions, bad input (exit 2) and non-convergence (exit 1)."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from launch.__main__ import main as launch
+from research.scaling.forms import FORMS, hoffmann_frontier
+
+THETA = np.array([np.log(400.0), np.log(1500.0), np.log(1.7), 0.34, 0.28])
+FAST = ["--keep", "8", "--bootstrap", "0", "--heldout", "0", "--no-plots"]
+
+
+def isoflop_table(noise: float = 0.005) -> pd.DataFrame:
+  """Five budgets x five sizes around the optimum of a known law."""
+  rng = np.random.default_rng(0)
+  flops = np.repeat(np.geomspace(1e18, 1e20, 5), 5)
+  n = hoffmann_frontier(THETA, flops)["N_opt"] * np.tile(np.geomspace(0.3, 3.0, 5), 5)
+  d = flops / (6 * n)
+  loss = FORMS["hoffmann"].loss(THETA, dict(N=n, D=d)) * np.exp(noise * rng.normal(size=n.size))
+  return pd.DataFrame({"params": n, "tokens": d, "flops": flops, "loss": loss})
+
+
+def run(argv, capsys):
+  code = launch(["fit", *map(str, argv)])
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+  path = tmp_path / "runs.csv"
+  isoflop_table().to_csv(path, index=False)
+  return path
+
+
+def test_fit_writes_report_and_figures(csv_path, tmp_path, capsys):
+  out = tmp_path / "fits"
+  code, stdout, _ = run([csv_path, "--n", "params", "--c", "flops", "--loss", "loss",
+                         "--approach", "all", "--keep", "8", "--bootstrap", "20",
+                         "--budgets", "1e21,5.76e23", "--out", out], capsys)
+  assert code == 0, stdout
+  assert "C = 6 N D" in stdout and "5.76e+23" in stdout and "converged" in stdout
+  report = json.loads((out / "fit.json").read_text())
+  assert set(report["approaches"]) == {"1", "2", "3"}
+  assert report["conventions"]["flops_per_param_token"] == 6.0
+  fit3 = report["approaches"]["3"]
+  assert fit3["converged"] and fit3["bootstrap"]["n_boot"] == 20
+  lo, hi = fit3["bootstrap"]["intervals"]["alpha"]
+  assert lo <= fit3["fit"]["params"]["alpha"] <= hi
+  assert report["approaches"]["2"]["a"] == pytest.approx(0.28 / 0.62, abs=0.05)
+  assert "mean_abs_error" in report["heldout"]
+  for name in ("loss_vs_compute", "loss_vs_n_d", "isoflop_curves", "allocation"):
+    for ext in ("png", "pdf"):
+      size = os.path.getsize(out / f"{name}.{ext}")
+      assert 1000 < size < 300_000, (name, ext, size)
+
+
+def test_jsonl_run_log_with_tokens_column(tmp_path, capsys):
+  path = tmp_path / "runs.jsonl"
+  isoflop_table().to_json(path, orient="records", lines=True)
+  code, stdout, _ = run([path, "--n", "params", "--d", "tokens", "--loss", "loss", *FAST], capsys)
+  assert code == 0
+  assert "D = column 'tokens'" in stdout and "alpha = 0.3" in stdout
+
+
+@pytest.mark.parametrize("edit, args, expected", [
+    (None, ["--n", "size"], "column 'size' (N, parameters) is not in the table"),
+    (("params", 2, -5.0), [], "column 'params' (N, parameters) is not positive at row 3"),
+    (("loss", 4, np.nan), [], "column 'loss' (loss) is missing, NaN or not a number at row 5"),
+    (("flops", 0, 0.0), [], "column 'flops' (C, FLOPs) is not positive at row 1"),
+    (None, ["--approach", "2", "--budget-tolerance-dex", "0"],
+     "Approach 2 needs at least 3 per budget"),
+])
+def test_bad_input_names_the_column_and_row(tmp_path, capsys, edit, args, expected):
+  df = isoflop_table()
+  if expected.startswith("Approach 2"):
+    df.loc[0, "flops"] *= 1.5  # a budget of its own with one run
+  if edit:
+    column, row, value = edit
+    df.loc[row, column] = value
+  path = tmp_path / "bad.csv"
+  df.to_csv(path, index=False)
+  base = {"--n": "params", "--c": "flops", "--loss": "loss"}
+  for flag, value in zip(args[::2], args[1::2]):
+    base[flag] = value
+  code, _, stderr = run([path, *sum(base.items(), ()), *FAST], capsys)
+  assert code == 2
+  assert stderr.startswith("error: ") and expected in stderr
+
+
+def test_too_few_points_and_missing_file(tmp_path, capsys):
+  path = tmp_path / "few.csv"
+  isoflop_table().head(4).to_csv(path, index=False)
+  code, _, stderr = run([path, "--n", "params", "--c", "flops", "--loss", "loss", *FAST], capsys)
+  assert code == 2 and "4 points for a law with 5 parameters" in stderr
+  code, _, stderr = run([tmp_path / "absent.csv", "--n", "x", "--c", "y", "--loss", "z"], capsys)
+  assert code == 2 and "does not exist" in stderr
+
+
+def test_non_convergence_is_reported(csv_path, capsys):
+  code, stdout, _ = run([csv_path, "--n", "params", "--c", "flops", "--loss", "loss",
+                         "--maxiter", "2", *FAST], capsys)
+  assert code == 1
+  assert "did NOT converge" in stdout and "iteration limit" in stdout
+
+
+def test_data_constrained_form(shared_data, capsys):
+  path = shared_data("scaling", "muennighoff2023_datablations", "datablations_c4_val_losses.csv")
+  args = [path, "--n", "params", "--d", "tokens", "--loss", "val_loss", "--form", "muennighoff"]
+  code, _, stderr = run([*args, *FAST], capsys)
+  assert code == 2 and "needs the unique-tokens column (--unique)" in stderr
+  code, stdout, _ = run([*args, "--unique", "unique_tokens", *FAST], capsys)
+  assert code == 0 and "R_D* = " in stdout and "R_N* = " in stdout

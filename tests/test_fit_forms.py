@@ -1,0 +1,123 @@
+"""Forms, optimisers, approaches and intervals on synthetic data drawn from known laws."""
+
+import numpy as np
+import pytest
+
+from research.scaling import approaches, table
+from research.scaling.fit import bootstrap_law, fit_law
+from research.scaling.forms import FORMS, hoffmann_frontier
+
+TRUE = dict(a=np.log(400.0), b=np.log(1500.0), e=np.log(1.7), alpha=0.34, beta=0.28)
+TRUE_THETA = np.array(list(TRUE.values()))
+SMALL_GRID = FORMS["hoffmann"].grid()[::9]  # 500 starts: enough for a five-parameter fit here
+
+
+def synthetic_runs(seed: int, noise: float = 0.01):
+  """IsoFLOP-like runs: 6 budgets x 7 sizes around the optimum, lognormal noise on L."""
+  rng = np.random.default_rng(seed)
+  flops = np.repeat(np.geomspace(1e18, 1e21, 6), 7)
+  frontier = hoffmann_frontier(TRUE_THETA, flops)
+  n = frontier["N_opt"] * np.tile(np.geomspace(0.25, 4.0, 7), 6)
+  d = flops / (6 * n)
+  loss = FORMS["hoffmann"].loss(TRUE_THETA, dict(N=n, D=d))
+  loss = loss * np.exp(noise * rng.normal(size=n.size))
+  return n, d, flops, loss
+
+
+def test_forms_match_their_formulas():
+  n, d, x = np.array([1e8, 3e9]), np.array([2e9, 7e10]), np.array([1e19, 1e21])
+  a, b, e, alpha, beta = TRUE_THETA
+  direct = np.exp(e) + np.exp(a) / n**alpha + np.exp(b) / d**beta
+  assert FORMS["hoffmann"].loss(TRUE_THETA, dict(N=n, D=d)) == pytest.approx(direct, rel=1e-12)
+  assert FORMS["saturating"].loss([a, e, alpha], dict(X=x)) == pytest.approx(
+      np.exp(e) + np.exp(a) * x**-alpha, rel=1e-12)
+  assert FORMS["power"].loss([a, alpha], dict(X=x)) == pytest.approx(np.exp(a) * x**-alpha)
+  n_c, d_c, a_n, a_d = 6.4e13, 1.8e13, 0.076, 0.095
+  kaplan = ((n_c / n)**(a_n / a_d) + d_c / d)**a_d
+  got = FORMS["kaplan"].loss([np.log(n_c), np.log(d_c), a_n, a_d], dict(N=n, D=d))
+  assert got == pytest.approx(kaplan, rel=1e-12)
+  # Extreme starts stay finite in log space (the log-sum-exp parametrisation).
+  with np.errstate(over="raise"):
+    extreme = FORMS["hoffmann"].log_loss(np.array([25.0, 25.0, 1.0, -50.0, -50.0]), dict(N=n, D=d))
+  assert np.all(np.isfinite(extreme)) and np.all(extreme > 900)
+
+
+def test_frontier_is_the_minimum_at_fixed_compute():
+  flops = 1e21
+  frontier = hoffmann_frontier(TRUE_THETA, flops)
+  assert frontier["a"] + frontier["b"] == pytest.approx(1.0)
+  assert 6 * frontier["N_opt"] * frontier["D_opt"] == pytest.approx(flops, rel=1e-9)
+  sizes = frontier["N_opt"] * np.geomspace(0.5, 2.0, 101)
+  losses = FORMS["hoffmann"].loss(TRUE_THETA, dict(N=sizes, D=flops / (6 * sizes)))
+  assert np.argmin(losses) == 50
+
+
+def test_jax_and_scipy_reach_the_same_optimum():
+  n, d, _, loss = synthetic_runs(seed=0)
+  ours = fit_law("hoffmann", dict(N=n, D=d), loss, grid=SMALL_GRID, keep=16)
+  ref = fit_law("hoffmann", dict(N=n, D=d), loss, grid=SMALL_GRID, keep=16, optimizer="scipy")
+  assert ours.converged
+  assert ours.value <= ref.value * (1 + 1e-6)
+  np.testing.assert_allclose(ours.theta[3:], ref.theta[3:], atol=2e-3)
+
+
+def test_synthetic_exponents_inside_their_90_percent_intervals():
+  hits = []
+  for seed in range(5):
+    n, d, _, loss = synthetic_runs(seed=seed + 10)
+    fit = fit_law("hoffmann", dict(N=n, D=d), loss, grid=SMALL_GRID, keep=16)
+    boot = bootstrap_law(fit, dict(N=n, D=d), loss, n_boot=100, seed=seed, ci=0.9)
+    assert boot["n_converged"] >= 90
+    for name in ("alpha", "beta"):
+      lo, hi = boot["intervals"][name]
+      hits.append(lo <= TRUE[name] <= hi)
+  assert sum(hits) >= 7, hits  # 10 intervals at 90%: most should cover the truth
+
+
+def test_approach2_recovers_the_frontier_exponent():
+  n, d, flops, loss = synthetic_runs(seed=3, noise=0.002)
+  runs = table.Runs(n, d, flops, loss, np.arange(1, n.size + 1), np.arange(n.size),
+                    conventions=dict(flops_per_param_token=6.0))
+  result = approaches.approach2(runs)
+  expected = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+  assert len(result["minima"]) == 6 and not result["warnings"]
+  assert result["a"] == pytest.approx(expected, abs=0.03)
+  assert result["a"] + result["b"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_approach2_warns_when_the_minimum_is_at_the_edge():
+  n, d, flops, loss = synthetic_runs(seed=4, noise=0.0)
+  small = n < hoffmann_frontier(TRUE_THETA, flops)["N_opt"] * 0.9  # only sizes below the optimum
+  runs = table.Runs(n[small], d[small], flops[small], loss[small], np.arange(small.sum()),
+                    np.arange(small.sum()), conventions=dict(flops_per_param_token=6.0))
+  result = approaches.approach2(runs)
+  assert len(result["warnings"]) == 6
+  assert all("edge" in w for w in result["warnings"])
+
+
+def test_approach1_envelope_of_training_curves():
+  """Curves: each size trained to many token counts; the envelope picks the best size per C."""
+  sizes = np.geomspace(1e8, 1e10, 17)
+  tokens = np.geomspace(1e9, 1e14, 40)  # long curves: every size reaches the whole C range
+  n, d = (v.ravel() for v in np.meshgrid(sizes, tokens, indexing="ij"))
+  loss = FORMS["hoffmann"].loss(TRUE_THETA, dict(N=n, D=d))
+  runs = table.Runs(n, d, 6 * n * d, loss, np.arange(n.size), np.repeat(np.arange(17), 40),
+                    conventions=dict(flops_per_param_token=6.0))
+  result = approaches.approach1(runs)
+  expected = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+  assert result["a"] == pytest.approx(expected, abs=0.03)
+  assert result["warnings"]  # the ends of the compute range were dropped
+
+
+@pytest.mark.parametrize("name, theta, inputs", [
+    ("kaplan", [np.log(6.4e13), np.log(1.8e13), 0.076, 0.095],
+     dict(zip("ND", (v.ravel() for v in np.meshgrid(np.geomspace(1e7, 1e10, 6),
+                                                   np.geomspace(1e9, 1e12, 6)))))),
+    ("saturating", [0.0, 1.0, 0.3], dict(X=np.geomspace(1e3, 1e8, 20))),
+])
+def test_other_forms_recover_their_constants(name, theta, inputs):
+  form = FORMS[name]
+  loss = form.loss(theta, inputs)
+  fit = fit_law(name, inputs, loss, keep=16)
+  assert fit.converged
+  np.testing.assert_allclose(fit.theta, theta, rtol=2e-3, atol=2e-3)
