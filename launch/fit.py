@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="Approach 2: skip budgets with fewer than three sizes instead of failing")
   p.add_argument("--window", type=float, default=2.0,
                  help="Approach 2: fit each parabola within this factor in N of the best run")
+  p.add_argument("--minimum", default="parabola", choices=["parabola", "akima"],
+                 help="Approach 2: locate each budget's minimum with a parabola (Hoffmann et al.; "
+                 "robust to noise) or an Akima spline through every size (Porian et al.; for "
+                 "clean sweeps with one loss per size)")
   p.add_argument("--budgets", default=",".join(f"{b:g}" for b in report_lib.DEFAULT_BUDGETS),
                  help="compute budgets (FLOPs, comma-separated) for the allocation table")
   p.add_argument("--out", help="folder for fit.json and figures")
@@ -91,7 +95,8 @@ def _options(args) -> dict:
               keep=args.keep or None, maxiter=args.maxiter, bootstrap=args.bootstrap,
               ci=args.ci, seed=args.seed,
               heldout=args.heldout, budget_tolerance_dex=args.budget_tolerance_dex,
-              drop_small_budgets=args.drop_small_budgets, window=args.window, budgets=budgets)
+              drop_small_budgets=args.drop_small_budgets, window=args.window,
+              minimum=args.minimum, budgets=budgets)
 
 
 def _figures(runs, report, out: str) -> list[str]:

@@ -95,6 +95,23 @@ def test_approach2_warns_when_the_minimum_is_at_the_edge():
   assert all("edge" in w for w in result["warnings"])
 
 
+def test_approach2_akima_minima_leave_out_edge_budgets():
+  """Porian et al.'s Akima minima: the frontier exponent; a budget whose best size is its largest
+  is warned about and left out of the power law (its 'minimum' is only a bound)."""
+  n, d, flops, loss = synthetic_runs(seed=5, noise=0.0)
+  n_opt = hoffmann_frontier(TRUE_THETA, flops)["N_opt"]
+  keep = (flops != flops.max()) | (n < n_opt * 0.9)  # the largest budget: sizes below N_opt only
+  runs = table.Runs(n[keep], d[keep], flops[keep], loss[keep], np.arange(keep.sum()),
+                    np.arange(keep.sum()), conventions=dict(flops_per_param_token=6.0))
+  result = approaches.approach2(runs, minimum="akima")
+  assert [m["in_fit"] for m in result["minima"]] == [True] * 5 + [False]
+  assert len(result["warnings"]) == 1 and "left out" in result["warnings"][0]
+  expected = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+  assert result["a"] == pytest.approx(expected, abs=0.03)
+  for m in result["minima"][:5]:
+    assert m["N_opt"] == pytest.approx(hoffmann_frontier(TRUE_THETA, m["C"])["N_opt"], rel=0.1)
+
+
 def test_approach1_envelope_of_training_curves():
   """Curves: each size trained to many token counts; the envelope picks the best size per C."""
   sizes = np.geomspace(1e8, 1e10, 17)

@@ -1,13 +1,15 @@
 """Chinchilla's three approaches to the compute-optimal allocation (Hoffmann et al. 2022, sec. 3).
 
   approach1  lower envelope of training curves over compute, then N_opt(C), D_opt(C) power laws
-  approach2  a parabola in log N per IsoFLOP budget, its minimum, then the power laws
+  approach2  per IsoFLOP budget the minimum of L in log N (a parabola, or Porian et al.'s Akima
+             spline), then the power laws
   approach3  the parametric law L = E + A/N^alpha + B/D^beta and its frontier (see fit.py)
 All take `Runs` (table.py) and optional per-run weights, so a bootstrap is the same call with
 resampled counts.
 """
 
 import numpy as np
+from scipy import interpolate
 
 from research.errors import UserError
 from research.scaling import table
@@ -28,13 +30,65 @@ def _allocation_laws(flops, n_opt, d_opt) -> dict:
   return dict(a=n_law["exponent"], b=d_law["exponent"], n_law=n_law, d_law=d_law)
 
 
-def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3,
-                   drop_small: bool = False, window: float = 2.0) -> list[dict]:
-  """Per budget: the vertex of a parabola in log N fitted to L (weighted by run counts).
+MINIMUM_METHODS = ("parabola", "akima")
+
+
+def _parabola_minimum(log_n, loss, w, window: float) -> dict:
+  """Hoffmann et al.: the vertex of a least-squares parabola in log N fitted to L.
 
   The parabola is fitted to the runs within a factor `window` in N of the lowest-loss run (at
-  least three sizes), since IsoFLOP curves are asymmetric far from their minimum.
+  least three sizes), since IsoFLOP curves are asymmetric far from their minimum. It smooths noisy
+  losses; a vertex at the edge is still an (extrapolated) estimate, so it is kept, with a warning.
   """
+  lowest = log_n[np.argmin(loss)]
+  near = np.abs(log_n - lowest) <= np.log(window) + 1e-9
+  if len(np.unique(log_n[near])) < 3:  # too few sizes in the window: the three nearest
+    near = np.isin(log_n, np.unique(log_n[np.argsort(np.abs(log_n - lowest))])[:3])
+  c2, c1, c0 = np.polyfit(log_n[near], loss[near], 2, w=np.sqrt(w[near]))
+  x_min = -c1 / (2 * c2) if c2 > 0 else lowest
+  at_edge = bool(c2 <= 0 or lowest in (log_n.min(), log_n.max())
+                 or not log_n[near].min() <= x_min <= log_n[near].max())
+  return dict(log_n_opt=float(x_min), L_opt=float(np.polyval([c2, c1, c0], x_min)),
+              at_edge=at_edge, in_fit=True, parabola=[float(c2), float(c1), float(c0)],
+              fit_range_N=[float(np.exp(log_n[near].min())), float(np.exp(log_n[near].max()))])
+
+
+def _akima_minimum(log_n, loss, w, n_curve: int = 60) -> dict:
+  """Porian et al. 2024: the minimum of an Akima spline of log L in log N through every size.
+
+  Repeated sizes are averaged first (weighted by run counts). The spline follows the asymmetry of
+  an IsoFLOP curve (a parabola does not), but it passes through every point, so it suits clean,
+  one-loss-per-size sweeps rather than noisy ones. A minimum at the smallest or largest size is
+  only a bound on N_opt: such a budget is left out of the power law (as Porian et al. do).
+  """
+  sizes, index = np.unique(log_n, return_inverse=True)
+  mean_loss = np.bincount(index, w * loss) / np.bincount(index, w)
+  spline = interpolate.Akima1DInterpolator(sizes, np.log(mean_loss))
+  roots = spline.derivative().roots(extrapolate=False)
+  candidates = np.concatenate([sizes[[0, -1]], roots[np.isfinite(roots)]])
+  best = int(np.argmin(spline(candidates)))
+  x_min = float(candidates[best])
+  at_edge = best < 2 or x_min in (sizes[0], sizes[-1])
+  grid = np.linspace(sizes[0], sizes[-1], n_curve)
+  with np.errstate(over="ignore"):  # noisy, nearly equal sizes can make the spline swing wildly
+    curve = np.exp(spline(grid))
+  return dict(log_n_opt=x_min, L_opt=float(np.exp(spline(x_min))), at_edge=bool(at_edge),
+              in_fit=not at_edge, curve_N=np.exp(grid).tolist(),
+              curve_L=curve.tolist())
+
+
+def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3,
+                   drop_small: bool = False, window: float = 2.0,
+                   minimum: str = "parabola") -> list[dict]:
+  """Per budget: the compute-optimal size N_opt, located on L against log N (weighted by runs).
+
+  `minimum` picks how: "parabola" (Hoffmann et al., the default: a least-squares parabola within
+  a factor `window` of the best run, robust to noisy losses) or "akima" (Porian et al.: the
+  minimum of an Akima spline through every size, for clean sweeps with one loss per size, where
+  it follows asymmetric curves that bias the parabola). See _parabola_minimum, _akima_minimum.
+  """
+  if minimum not in MINIMUM_METHODS:
+    raise UserError(f"minimum {minimum!r}: choose one of {', '.join(MINIMUM_METHODS)}")
   weights = np.ones(len(runs.L)) if weights is None else np.asarray(weights, np.float64)
   minima = []
   for budget in np.unique(budget_ids):
@@ -49,33 +103,28 @@ def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3
                       f"(rows {', '.join(map(str, rows[:10]))}); Approach 2 needs at least "
                       f"{min_runs} per budget (drop such budgets with --drop-small-budgets)")
     log_n, loss, w = np.log(runs.N[here]), runs.L[here], weights[here]
-    lowest = log_n[np.argmin(loss)]
-    near = np.abs(log_n - lowest) <= np.log(window) + 1e-9
-    if len(np.unique(log_n[near])) < 3:  # too few sizes in the window: the three nearest
-      near = np.isin(log_n, np.unique(log_n[np.argsort(np.abs(log_n - lowest))])[:3])
-    c2, c1, c0 = np.polyfit(log_n[near], loss[near], 2, w=np.sqrt(w[near]))
-    x_min = -c1 / (2 * c2) if c2 > 0 else lowest
-    at_edge = bool(c2 <= 0 or lowest in (log_n.min(), log_n.max())
-                   or not log_n[near].min() <= x_min <= log_n[near].max())
-    n_opt = float(np.exp(x_min))
+    found = (_parabola_minimum(log_n, loss, w, window) if minimum == "parabola"
+             else _akima_minimum(log_n, loss, w))
+    n_opt = float(np.exp(found.pop("log_n_opt")))
     minima.append(dict(C=flops, N_opt=n_opt,
                        D_opt=flops / (runs.conventions.get("flops_per_param_token", 6.0) * n_opt),
-                       L_opt=float(np.polyval([c2, c1, c0], x_min)), n_runs=int(here.sum()),
-                       at_edge=at_edge, parabola=[float(c2), float(c1), float(c0)],
-                       fit_range_N=[float(np.exp(log_n[near].min())),
-                                    float(np.exp(log_n[near].max()))]))
+                       n_runs=int(here.sum()), method=minimum, **found))
   return minima
 
 
 def approach2(runs: table.Runs, budget_ids=None, weights=None, drop_small: bool = False,
-              window: float = 2.0) -> dict:
-  """IsoFLOP parabolas, their minima, then N_opt = k C^a and D_opt = k C^b."""
+              window: float = 2.0, minimum: str = "parabola") -> dict:
+  """IsoFLOP minima (see isoflop_minima), then N_opt = k C^a and D_opt = k C^b."""
   budget_ids = table.budgets(runs.C) if budget_ids is None else np.asarray(budget_ids)
-  minima = isoflop_minima(runs, budget_ids, weights, drop_small=drop_small, window=window)
-  warnings = [f"budget C = {m['C']:.3g}: the minimum lies at the edge of its grid of sizes "
-              "(the optimum may lie outside the sizes tried)" for m in minima if m["at_edge"]]
-  laws = _allocation_laws(*(np.array([m[k] for m in minima]) for k in ("C", "N_opt", "D_opt")))
-  return dict(approach=2, minima=minima, warnings=warnings, **laws)
+  minima = isoflop_minima(runs, budget_ids, weights, drop_small=drop_small, window=window,
+                          minimum=minimum)
+  warnings = [f"budget C = {m['C']:.3g}: the minimum lies at the edge of its grid of sizes (the "
+              "optimum may lie outside the sizes tried)"
+              + ("" if m["in_fit"] else "; left out of the power law")
+              for m in minima if m["at_edge"]]
+  used = [m for m in minima if m["in_fit"]]
+  laws = _allocation_laws(*(np.array([m[k] for m in used]) for k in ("C", "N_opt", "D_opt")))
+  return dict(approach=2, minimum=minimum, minima=minima, warnings=warnings, **laws)
 
 
 def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:

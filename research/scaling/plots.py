@@ -1,7 +1,7 @@
 """Figures in the style of the scaling papers (matplotlib, Agg): each function returns a Figure.
 
   loss_vs_compute   runs coloured by N, with the fitted compute-optimal frontier
-  isoflop_curves    L against N per budget, the fitted parabolas and their minima
+  isoflop_curves    L against N per budget, the fitted parabolas (or splines), minima
   allocation        N_opt and D_opt against C: the approaches' points, fits and bootstrap band
   loss_vs_n_d       L against N and against D with the fitted law
 `save` writes PNG and PDF atomically.
@@ -63,17 +63,24 @@ def loss_vs_compute(runs, theta, conventions: dict):
 
 
 def isoflop_curves(runs, minima: list[dict], budget_ids):
-  """Each IsoFLOP budget: its runs, the fitted parabola in log N, and the minimum (star)."""
+  """Each IsoFLOP budget: its runs, the fitted parabola (or spline) in log N, and the minimum.
+
+  A star marks a minimum used in the power law; a cross one left out (at the edge of its sizes).
+  """
   fig, ax = plt.subplots(figsize=(6, 4.2))
   colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(minima), 1)))
   for colour, m in zip(colours, minima):
     here = np.isclose(np.log(runs.C), np.log(m["C"]), atol=0.25) if budget_ids is None else (
         budget_ids == budget_ids[np.argmin(np.abs(np.log(runs.C) - np.log(m["C"])))])
     ax.scatter(runs.N[here], runs.L[here], color=colour, s=12)
-    log_n = np.linspace(*np.log(m["fit_range_N"]), 60)
-    ax.plot(np.exp(log_n), np.polyval(m["parabola"], log_n), color=colour, lw=1,
-            label=f"C = {m['C']:.2g}")
-    ax.plot(m["N_opt"], m["L_opt"], "*", color=colour, ms=10, mec="k")
+    if "parabola" in m:
+      log_n = np.linspace(*np.log(m["fit_range_N"]), 60)
+      curve_n, curve_l = np.exp(log_n), np.polyval(m["parabola"], log_n)
+    else:  # the Akima spline, sampled by approaches._akima_minimum
+      curve_n, curve_l = m["curve_N"], m["curve_L"]
+    ax.plot(curve_n, curve_l, color=colour, lw=1, label=f"C = {m['C']:.2g}")
+    ax.plot(m["N_opt"], m["L_opt"], "*" if m.get("in_fit", True) else "x", color=colour, ms=10,
+            mec="k")
   _log_axes(ax, "parameters N", "loss L (nats/token)", "IsoFLOP curves (star: fitted minimum)")
   ax.legend(fontsize=6, ncol=2)
   return fig
@@ -94,8 +101,9 @@ def allocation(results: dict, conventions: dict, flops_range):
       if samples:
         _band(axes, flops, samples, k)
       continue
-    points = result.get("minima") or [dict(C=c, N_opt=n, D_opt=d) for c, n, d in zip(
-        result["envelope"]["C"], result["envelope"]["N_opt"], result["envelope"]["D_opt"])]
+    points = [m for m in result.get("minima", []) if m.get("in_fit", True)] or [
+        dict(C=c, N_opt=n, D_opt=d) for c, n, d in zip(
+            result["envelope"]["C"], result["envelope"]["N_opt"], result["envelope"]["D_opt"])]
     for ax, name, law in zip(axes, ("N_opt", "D_opt"), ("n_law", "d_law")):
       ax.scatter([p["C"] for p in points], [p[name] for p in points], s=14,
                  label=f"Approach {key} points")

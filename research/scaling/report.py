@@ -53,7 +53,8 @@ def analyse(runs: table.Runs, options: dict) -> dict:
       run_one = (lambda r, weights=None: approaches.approach1(r, weights)) if approach == 1 else (
           lambda r, weights=None: approaches.approach2(r, budget_ids, weights,
                                                        options["drop_small_budgets"],
-                                                       options["window"]))
+                                                       options["window"],
+                                                       options.get("minimum", "parabola")))
       result = run_one(runs)
       result["converged"] = True
       if options["bootstrap"] > 0:
@@ -104,6 +105,8 @@ def format_report(report: dict) -> str:
     else:
       lines += ["  " + _with_ci("a", result["a"], intervals) + "   (N_opt ~ C^a)",
                 "  " + _with_ci("b", result["b"], intervals) + "   (D_opt ~ C^b)"]
+      if result.get("minimum", "parabola") != "parabola":
+        lines.append(f"  per-budget minima: {result['minimum']} (see --minimum)")
       lines += [f"  warning: {w}" for w in result.get("warnings", [])]
   held = report.get("heldout")
   if held:
