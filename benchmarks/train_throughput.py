@@ -1,11 +1,13 @@
 """Training throughput of our JAX train step against a matmul peak and PyTorch eager, in one run.
 
     python benchmarks/train_throughput.py [--rounds 5] [--steps 10] [--d-models 128 256]
+                                          [--xla-options]
 
 For each d_model: a 4-layer decoder (context 256, batch 16, vocab 256, d_ff = 4 d_model,
 4 heads, rotary, RMSNorm, tied embeddings, AdamW), float32. The contenders alternate over
 several rounds on this (shared, noisy) machine; medians and ratios are printed. FLOPs use our
-"full" convention (research.accounting), the same for both.
+"full" convention (research.accounting), the same for both. With --xla-options, a third
+contender is the same JAX step compiled with research.xla_env.COMPILER_OPTIONS.
 """
 
 import argparse
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research import accounting
+from research import accounting, xla_env
 from research.evals import lm as lm_evals
 from research.models import transformer
 from research.train.step import init_state, train_step
@@ -28,17 +30,18 @@ from research.train.step import init_state, train_step
 B, L, V, LAYERS, HEADS = 16, 256, 256, 4, 4
 
 
-def jax_contender(cfg: transformer.TransformerConfig):
+def jax_contender(cfg: transformer.TransformerConfig, compiler_options=None):
   optimizer = optax.adamw(1e-3, b1=0.9, b2=0.95, weight_decay=0.1)
   apply_fn = functools.partial(transformer.apply, cfg)
   state = init_state(lambda rng: transformer.init_params(cfg, rng), optimizer, 0)
-  step = jax.jit(functools.partial(train_step, loss_fn=lm_evals.lm_loss(apply_fn),
-                                   optimizer=optimizer), donate_argnums=0)
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, V, (B, L + 1))
   batch = {"inputs": jnp.asarray(tokens[:, :-1], jnp.int32),
            "targets": jnp.asarray(tokens[:, 1:], jnp.int32),
            "weights": jnp.ones((B, L), jnp.float32)}
+  step = jax.jit(functools.partial(train_step, loss_fn=lm_evals.lm_loss(apply_fn),
+                                   optimizer=optimizer), donate_argnums=0)
+  step = step.lower(state, batch).compile(compiler_options)
   holder = {"state": state}
 
   def run(steps: int) -> float:
@@ -109,7 +112,7 @@ def torch_contender(d_model: int):
       loss = F.cross_entropy(model(inputs).reshape(-1, V), targets.reshape(-1))
       loss.backward()
       opt.step()
-    float(loss)
+    float(loss.detach())
     return time.perf_counter() - start
 
   run(2)
@@ -122,6 +125,8 @@ def main():
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--d-models", type=int, nargs="+", default=[128, 256])
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--xla-options", action="store_true",
+                      help="also time the step compiled with research.xla_env.COMPILER_OPTIONS")
   args = parser.parse_args()
   try:
     import torch
@@ -138,6 +143,8 @@ def main():
                                         n_heads=HEADS, d_ff=4 * d_model, context=L)
     flops_per_step = accounting.train_flops_per_token(cfg, L, "full") * B * L
     contenders = {"jax": jax_contender(cfg)}
+    if args.xla_options:
+      contenders["jax+xla"] = jax_contender(cfg, xla_env.COMPILER_OPTIONS)
     if have_torch:
       contenders["torch"] = torch_contender(d_model)
     times = {name: [] for name in contenders}
@@ -152,12 +159,13 @@ def main():
     print(f"  matmul peak (jax f32 1024^3, median of rounds): {peak / 1e9:.1f} GFLOP/s")
     for name, ts in times.items():
       t = statistics.median(ts)
-      print(f"  {name:<6} {B * L / t:9,.0f} tokens/s  {flops_per_step / t / 1e9:7.1f} GFLOP/s  "
+      print(f"  {name:<7} {B * L / t:9,.0f} tokens/s  {flops_per_step / t / 1e9:7.1f} GFLOP/s  "
             f"{flops_per_step / t / peak:6.1%} of the matmul peak  (median step {t * 1e3:.1f} ms)")
-    if "torch" in times:
-      ratios = [t / j for j, t in zip(times["jax"], times["torch"])]
-      print(f"  jax / torch speed: {statistics.median(ratios):.2f}x (median of per-round ratios; "
-            f"range {min(ratios):.2f}-{max(ratios):.2f})")
+    for name, base in (("jax", "torch"), ("jax+xla", "torch"), ("jax+xla", "jax")):
+      if name in times and base in times:
+        ratios = [b / j for j, b in zip(times[name], times[base])]
+        print(f"  {name} / {base} speed: {statistics.median(ratios):.2f}x (median of per-round "
+              f"ratios; range {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

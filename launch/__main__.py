@@ -7,6 +7,10 @@ turns bad input (`research.errors.UserError`) into a one-line message and exit c
 import importlib
 import sys
 
+from research import xla_env
+
+xla_env.set_flags()  # before anything imports jax
+
 COMMANDS = {
     "run": ("launch.run", "train one config: --config FILE:PRESET [--config.a.b=V] --workdir DIR"),
     "fit": ("launch.fit", "fit a scaling law to a table of runs"),

@@ -8,6 +8,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from research import xla_env  # noqa: E402  (imports no jax)
+
+xla_env.set_flags()  # the flags `python -m launch` uses, so in-process and child runs agree
+
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
 
