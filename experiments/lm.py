@@ -48,7 +48,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   if preset == "cpu":
     c.model.update(d_model=256, n_layers=4, n_heads=4, d_ff=1024, context=256)
     c.data.source = "text:../shared/data/text"
-    c.train.update(batch_size=16, seq_len=256, tokens=6_553_600, lr=2e-3, warmup_steps=100)
+    c.train.update(batch_size=16, seq_len=256, tokens=4_096_000, lr=2e-3, warmup_steps=100)
     c.loop.update(log_every=10, eval_every=200, checkpoint_every=200)
   elif preset == "gpu-124m":
     c.model.update(d_model=768, n_layers=12, n_heads=12, d_ff=3072, context=1024,

@@ -85,7 +85,11 @@ def table_peak_flops(device_kind: str, dtype: str) -> float | None:
 
 
 def measured_matmul_peak(n: int = 1024, dtype: str = "float32", repeats: int = 5) -> float:
-  """Best-of-`repeats` FLOP/s of one jitted n x n matmul on the default device."""
+  """Best-of-`repeats` FLOP/s of one jitted n x n matmul on the default device.
+
+  On a shared CPU this is a snapshot of the load at the time it runs: MFU against it can exceed
+  100% when the machine was busier while measuring than while training.
+  """
   import jax
   import jax.numpy as jnp
   a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)

@@ -149,3 +149,13 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
   runs = [p for p in (workdir / "wandb").iterdir() if p.name.startswith("offline-run-")]
   assert runs, os.listdir(workdir / "wandb")
   assert any(f.suffix == ".wandb" for f in runs[0].iterdir())
+
+
+def test_checkpoints_of_another_run_are_not_restored(tmp_path, capsys):
+  from launch.__main__ import main
+  from lm_helpers import tiny_args
+  assert run_tiny(tmp_path, 3) == 0
+  os.remove(tmp_path / "config.json")  # as if the folder were reused carelessly
+  os.remove(tmp_path / "summary.json")
+  assert main(["run"] + tiny_args(tmp_path, 3, "model.d_model=64")) == 2
+  assert "belong to run" in capsys.readouterr().err

@@ -20,6 +20,7 @@ import optax
 
 from research import accounting, checkpoint, parallel, tracking
 from research.config import require
+from research.errors import UserError
 from research.fileio import atomic_write_json
 from research.train.step import TrainState, all_finite, init_state, train_step
 
@@ -107,6 +108,10 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
     state, start, meta = jax.jit(make_state, out_shardings=shardings)(), 0, {}
   else:
     state, meta, start = restored
+    if meta.get("run_id", run_id) != run_id:
+      ckpt.close()
+      raise UserError(f"the checkpoints in {workdir}/checkpoints belong to run {meta['run_id']}, "
+                      f"not to this config's run {run_id}; use another workdir")
   tokens_seen, wall_offset = float(meta.get("tokens_seen", 0.0)), float(meta.get("wall_s", 0.0))
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer),
@@ -133,7 +138,8 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
   def save(step: int, state: TrainState, tokens: float) -> None:
     if not bool(finite_fn(state.params)):
       raise NonFiniteLoss(f"parameters are not finite at step {step}; not saved")
-    ckpt.save(step, state, {"step": step, "data_position": step, "tokens_seen": tokens,
+    ckpt.save(step, state, {"run_id": run_id, "step": step, "data_position": step,
+                            "tokens_seen": tokens,
                             "wall_s": wall_offset + time.time() - wall_start})
 
   pending = None
