@@ -29,25 +29,38 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, abstract_state, step: int | None = None):
+  def restore(self, abstract_state, step: int | None = None, check_meta=None):
     """(state, meta, step) from `step` or the newest readable checkpoint; None if there is none.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with shardings (see
-    `abstract_like`): without it Orbax hands optax states back as plain lists.
+    `abstract_like`): without it Orbax hands optax states back as plain lists. `check_meta(meta)`
+    runs before the state is read and may raise (say, for a checkpoint of another run); its
+    error is not mistaken for a damaged checkpoint.
     """
     candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
     for candidate in candidates:
       try:
-        restored = self.manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        meta = self.manager.restore(
+            candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
       except Exception as e:  # noqa: BLE001  (any unreadable checkpoint falls back)
-        if step is not None:
-          raise
-        warnings.warn(f"checkpoint at step {candidate} in {self.directory} could not be read "
-                      f"({type(e).__name__}: {str(e)[:200]}); trying an older one")
+        self._unreadable(candidate, e, step)
         continue
-      return restored["state"], restored["meta"], candidate
+      if check_meta is not None:
+        check_meta(meta)
+      try:
+        restored = self.manager.restore(candidate, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # noqa: BLE001
+        self._unreadable(candidate, e, step)
+        continue
+      return restored["state"], meta, candidate
     return None
+
+  def _unreadable(self, candidate: int, error: Exception, requested: int | None) -> None:
+    if requested is not None:
+      raise error
+    warnings.warn(f"checkpoint at step {candidate} in {self.directory} could not be read "
+                  f"({type(error).__name__}: {str(error)[:200]}); trying an older one")
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

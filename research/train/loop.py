@@ -103,15 +103,18 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.loop.keep_checkpoints,
                                  use_async=cfg.loop.async_checkpoints)
-  restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
-  if restored is None:
-    state, start, meta = jax.jit(make_state, out_shardings=shardings)(), 0, {}
-  else:
-    state, meta, start = restored
+
+  def same_run(meta: dict) -> None:
     if meta.get("run_id", run_id) != run_id:
       ckpt.close()
       raise UserError(f"the checkpoints in {workdir}/checkpoints belong to run {meta['run_id']}, "
                       f"not to this config's run {run_id}; use another workdir")
+
+  restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings), check_meta=same_run)
+  if restored is None:
+    state, start, meta = jax.jit(make_state, out_shardings=shardings)(), 0, {}
+  else:
+    state, meta, start = restored
   tokens_seen, wall_offset = float(meta.get("tokens_seen", 0.0)), float(meta.get("wall_s", 0.0))
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer),
