@@ -1,7 +1,7 @@
 """python -m launch run --config FILE:PRESET [--config.a.b=VALUE ...] --workdir DIR"""
 
 import argparse
-import json
+import os
 import sys
 
 from launch import store
@@ -76,10 +76,14 @@ def main(argv) -> int:
     print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
           file=sys.stderr)
     return 0
-  from research import curves
-  figure = curves.plot_run(args.workdir, summary)
+  from research import tracking
+  from research.scaling import plots
+  metrics = os.path.join(args.workdir, "metrics.jsonl")
+  figure = plots.training_run(tracking.read_metrics(metrics, kind="train"),
+                              tracking.read_metrics(metrics, kind="eval"), summary)
+  paths = plots.save(figure, os.path.join(args.workdir, "curves"))
   print(format_summary(summary))
-  print(f"  figure     {figure}")
+  print(f"  figures    {', '.join(paths)}")
   return 0
 
 

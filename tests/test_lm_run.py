@@ -1,15 +1,17 @@
 """End-to-end runs of the tiny LM: sharding equivalence, resume after SIGKILL, SIGTERM, divergence."""
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from lm_helpers import launch_tiny, losses, run_tiny, summary
+from launch.__main__ import main
+from lm_helpers import launch_tiny, losses, run_tiny, summary, tiny_args
 from research import tracking
 
 STEPS = 10
@@ -59,9 +61,7 @@ def test_token_budget_is_honoured_exactly(tmp_path):
 
 
 def test_other_config_in_same_workdir_is_refused(tmp_path, capsys):
-  from launch.__main__ import main
   assert run_tiny(tmp_path, 2) == 0
-  from lm_helpers import tiny_args
   assert main(["run"] + tiny_args(tmp_path, 2, "model.d_model=64")) == 2
   assert "different config" in capsys.readouterr().err
 
@@ -130,8 +130,6 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "training diverged" in err and "last good checkpoint" in err
   assert not os.path.exists(tmp_path / "summary.json")
-  import jax
-  import orbax.checkpoint as ocp
   steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
   assert steps, "no checkpoint survived"
   restored = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(steps[-1]) / "state")
@@ -152,8 +150,6 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
 
 
 def test_checkpoints_of_another_run_are_not_restored(tmp_path, capsys):
-  from launch.__main__ import main
-  from lm_helpers import tiny_args
   assert run_tiny(tmp_path, 3) == 0
   os.remove(tmp_path / "config.json")  # as if the folder were reused carelessly
   os.remove(tmp_path / "summary.json")

@@ -4,6 +4,7 @@
   isoflop_curves    L against N per budget, the fitted parabolas (or splines), minima
   allocation        N_opt and D_opt against C: the approaches' points, fits and bootstrap band
   loss_vs_n_d       L against N and against D with the fitted law
+  training_run      one run's training and validation loss against tokens (from its records)
 `save` writes PNG and PDF atomically.
 """
 
@@ -145,4 +146,23 @@ def loss_vs_n_d(runs, theta):
     _log_axes(ax, "parameters N" if xname == "N" else "tokens D", "loss L (nats/token)",
               f"Loss against {xname}")
     ax.legend(fontsize=7)
+  return fig
+
+
+def training_run(train: list[dict], evals: list[dict], summary: dict):
+  """Training and validation loss against tokens D for one run (records as in metrics.jsonl)."""
+  tokens_per_step = summary["tokens"] / max(summary["steps"], 1)
+  fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+  ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], lw=1, label="train")
+  ax.plot([r["step"] * tokens_per_step for r in evals], [r["val_loss"] for r in evals], "o-",
+          ms=4, label="validation (held out)")
+  if summary.get("entropy_rate_nats") is not None:
+    ax.axhline(summary["entropy_rate_nats"], color="k", ls="--", lw=1,
+               label=f"entropy rate of the data ({summary['entropy_rate_nats']:.3f})")
+  _log_axes(ax, "training tokens D", "loss (nats / token)",
+            f"{summary['params_non_embedding']:,} non-embedding params, "
+            f"C = {summary['flops']:.2e} FLOPs ('{summary['flop_convention']}')")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
   return fig
