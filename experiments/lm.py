@@ -31,7 +31,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=256, d_model=128, n_layers=2, n_heads=4, d_ff=512, context=128,
-      positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32"))
+      positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32",
+      attention_block=128))
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
   c.train = ml_collections.ConfigDict(dict(
@@ -85,6 +86,8 @@ def validate(c) -> None:
   require(m.norm in ("rmsnorm", "layernorm"), "model.norm", m.norm, "allowed: rmsnorm, layernorm")
   require(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype,
           "allowed: float32, bfloat16")
+  require(isinstance(m.attention_block, int) and m.attention_block >= 0, "model.attention_block",
+          m.attention_block, "must be 0 (one block) or a positive number of queries per block")
   require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
           f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
   t = c.train

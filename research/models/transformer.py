@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.models import attention, fused
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
@@ -27,6 +29,7 @@ class TransformerConfig:
   tied_embeddings: bool = True
   dtype: str = "float32"         # compute dtype; parameters stay float32, softmax in float32
   rope_base: float = 10000.0
+  attention_block: int = 128     # queries per causal-attention block (attention.py); 0: one
 
   @property
   def d_head(self) -> int:
@@ -70,9 +73,15 @@ def rotary(x_BxHxLxK: jax.Array, base: float) -> jax.Array:
   return out.astype(x_BxHxLxK.dtype)
 
 
+def _attention_chunks(L: int, block: int) -> int:
+  """Query blocks for sequence length L: L / block when block divides L, else one block."""
+  return L // block if block and L % block == 0 else 1
+
+
 class Attention(nn.Module):
-  """Causal self-attention, head-major ([B, H, L, K]): both attention matmuls are plain batched
-  matmuls over B*H, with one transpose of q, k, v in and one of the output out."""
+  """Causal self-attention, head-major ([B, H, L, K]): the attention matmuls are plain batched
+  matmuls over B*H, with one transpose of q, k, v in and one of the output out. The softmax
+  attention itself is `attention.causal_attention` (blocked over queries, own backward)."""
   cfg: TransformerConfig
 
   @nn.compact
@@ -85,12 +94,8 @@ class Attention(nn.Module):
     q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = qkv_3xBxHxLxK[0], qkv_3xBxHxLxK[1], qkv_3xBxHxLxK[2]
     if cfg.positions == "rotary":
       q_BxHxLxK, k_BxHxLxK = rotary(q_BxHxLxK, cfg.rope_base), rotary(k_BxHxLxK, cfg.rope_base)
-    logits_BxHxLxL = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK, k_BxHxLxK).astype(jnp.float32)
-    logits_BxHxLxL = logits_BxHxLxL * K ** -0.5
-    causal_LxL = jnp.tril(jnp.ones((L, L), dtype=bool))
-    logits_BxHxLxL = jnp.where(causal_LxL, logits_BxHxLxL, jnp.finfo(jnp.float32).min)
-    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(cfg.compute_dtype)
-    out_BxHxLxK = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxLxL, v_BxHxLxK)
+    out_BxHxLxK = attention.causal_attention(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK,
+                                             _attention_chunks(L, cfg.attention_block))
     out_BxLxHK = out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B, L, H * K)
     return _dense_apply(D, cfg, "out", H * K, out_BxLxHK)
 
@@ -101,7 +106,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD):
     cfg = self.cfg
-    h_BxLxF = nn.gelu(_dense_apply(cfg.d_ff, cfg, "up", cfg.d_model, x_BxLxD))
+    h_BxLxF = fused.gelu(_dense_apply(cfg.d_ff, cfg, "up", cfg.d_model, x_BxLxD))
     return _dense_apply(cfg.d_model, cfg, "down", cfg.d_ff, h_BxLxF)
 
 
