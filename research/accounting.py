@@ -11,9 +11,12 @@ Training FLOPs per token, by convention (each is named wherever a number is show
   * "6N":     6 * N_non_embedding (Kaplan et al. 2020, the C ~ 6N rule).
   * "kaplan": 6 * N_non_embedding + 6 * n_layer * n_ctx * d_attn (Kaplan et al. 2020, Table 1:
               forward 2N + 2 n_layer n_ctx d_attn, training three times the forward).
-  * "full":   3 x the forward matmuls actually executed: QKV and output projections, the full
-              L x L score and value products (the causal mask does not skip work here), the MLP and
-              the logits (Hoffmann et al. 2022, App. F, without the softmax and norm terms).
+  * "full":   3 x the forward matmuls: QKV and output projections, the full L x L score and
+              value products, the MLP and the logits (Hoffmann et al. 2022, App. F, without the
+              softmax and norm terms). Like Hoffmann et al.'s count and PaLM's MFU, it charges the
+              whole L x L attention although causal attention can skip the masked half: ours
+              (research.models.attention) computes (n + 1) / 2n of it with n query blocks, e.g.
+              3/4 at context 256, as PyTorch's causal scaled_dot_product_attention also skips.
 """
 
 import dataclasses

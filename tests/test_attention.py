@@ -11,13 +11,6 @@ import pytest
 from research.models import attention, fused, transformer
 
 
-def reference_attention(q, k, v):
-  L = q.shape[2]
-  logits = jnp.einsum("bhqk,bhsk->bhqs", q, k).astype(jnp.float32) * q.shape[-1] ** -0.5
-  logits = jnp.where(jnp.tril(jnp.ones((L, L), bool)), logits, jnp.finfo(jnp.float32).min)
-  return jnp.einsum("bhqs,bhsk->bhqk", jax.nn.softmax(logits, axis=-1).astype(q.dtype), v)
-
-
 def _qkvw(shape, dtype=jnp.float32, scale=1.0):
   keys = jax.random.split(jax.random.key(0), 4)
   return [(scale * jax.random.normal(key, shape)).astype(dtype) for key in keys]
@@ -32,10 +25,10 @@ def _value_and_grads(fn, q, k, v, w):
 def test_causal_attention_matches_autodiff_of_the_masked_softmax(n_chunks):
   q, k, v, w = _qkvw((2, 3, 32, 16), scale=2.0)
   out = jax.jit(functools.partial(attention.causal_attention, n_chunks=n_chunks))(q, k, v)
-  np.testing.assert_allclose(out, reference_attention(q, k, v), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out, attention.reference(q, k, v), rtol=1e-5, atol=1e-6)
   value, grads = _value_and_grads(lambda q, k, v: attention.causal_attention(q, k, v, n_chunks),
                                   q, k, v, w)
-  ref_value, ref_grads = _value_and_grads(reference_attention, q, k, v, w)
+  ref_value, ref_grads = _value_and_grads(attention.reference, q, k, v, w)
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
   for got, want in zip(grads, ref_grads):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
@@ -56,7 +49,7 @@ def test_causal_attention_bfloat16_keeps_dtype_and_float32_softmax():
   q, k, v, w = _qkvw((2, 2, 32, 16), dtype=jnp.bfloat16)
   out = attention.causal_attention(q, k, v, 2)
   assert out.dtype == jnp.bfloat16
-  want = reference_attention(*(x.astype(jnp.float32) for x in (q, k, v)))
+  want = attention.reference(*(x.astype(jnp.float32) for x in (q, k, v)))
   np.testing.assert_allclose(out.astype(jnp.float32), want, atol=0.03)
   _, grads = _value_and_grads(lambda q, k, v: attention.causal_attention(q, k, v, 2), q, k, v, w)
   assert all(g.dtype == jnp.bfloat16 for g in grads)
