@@ -24,6 +24,8 @@ from research import parallel
     ("model.d_model=abc", "config field 'model.d_model' = 'abc': expected int"),
     ("model.depth=3", "no such field; fields of model:"),
     ("tracking.flop_convention=7N", "allowed: 6N, kaplan, full"),
+    ("model.attention_block=-8", "config field 'model.attention_block' = -8: must be 0 (one "
+                                 "block) or a positive number of queries per block"),
 ])
 def test_bad_config_exits_2_with_a_message(tmp_path, capsys, override, expected):
   workdir = tmp_path / "run"
