@@ -6,7 +6,7 @@ distance against scipy.linalg.sqrtm, each pair timed in the same run.
 Contenders alternate over several rounds (the machine is shared and noisy); medians and ratios
 are printed. Both networks get the same random weights (ported by the same function that loads
 pytorch-fid's file), so their outputs are also compared. Needs torch and torchvision for the
-network half (the reference lives in tests/test_inception.py); the distance half needs neither.
+network half (the reference lives in tests/inception_reference.py); the distance half needs neither.
 """
 
 import argparse
@@ -72,7 +72,7 @@ def bench_distance(dim: int, rounds: int) -> None:
 
 def _load_reference():
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests",
-                      "test_inception.py")
+                      "inception_reference.py")
   spec = importlib.util.spec_from_file_location("inception_reference", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
