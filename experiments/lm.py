@@ -17,7 +17,7 @@ import warnings
 import ml_collections
 
 from research import accounting
-from research.config import require
+from research.errors import require
 from research.data import text
 from research.evals import lm as lm_evals
 from research.models import transformer

@@ -98,8 +98,3 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 def run_id(cfg: ml_collections.ConfigDict) -> str:
   """A short stable id of the resolved config."""
   return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def require(condition: bool, field: str, value, allowed: str) -> None:
-  if not condition:
-    raise ConfigError(field, value, allowed)

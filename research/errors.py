@@ -16,3 +16,9 @@ class ConfigError(UserError):
   def __init__(self, field: str, value, allowed: str):
     self.field, self.value, self.allowed = field, value, allowed
     super().__init__(f"config field '{field}' = {value!r}: {allowed}")
+
+
+def require(condition: bool, field: str, value, allowed: str) -> None:
+  """Raise ConfigError(field, value, allowed) unless condition holds."""
+  if not condition:
+    raise ConfigError(field, value, allowed)

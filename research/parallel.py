@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from research.config import require
+from research.errors import require
 
 
 def maybe_initialize_distributed() -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from research import accounting, checkpoint, parallel, tracking
-from research.config import require
+from research.errors import require
 from research.errors import UserError
 from research.fileio import atomic_write_json
 from research.train.step import TrainState, all_finite, init_state, train_step

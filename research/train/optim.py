@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.config import require
+from research.errors import require
 
 SCHEDULES = ("constant", "cosine", "wsd")
 
