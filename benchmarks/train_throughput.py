@@ -12,7 +12,6 @@ contender is the same JAX step compiled with research.xla_env.COMPILER_OPTIONS.
 
 import argparse
 import functools
-import math
 import os
 import statistics
 import time
@@ -141,7 +140,7 @@ def main():
   for d_model in args.d_models:
     cfg = transformer.TransformerConfig(vocab_size=V, d_model=d_model, n_layers=LAYERS,
                                         n_heads=HEADS, d_ff=4 * d_model, context=L)
-    flops_per_step = accounting.train_flops_per_token(cfg, L, "full") * B * L
+    flops_per_step = transformer.train_flops_per_token(cfg, L, "full") * B * L
     contenders = {"jax": jax_contender(cfg)}
     if args.xla_options:
       contenders["jax+xla"] = jax_contender(cfg, xla_env.COMPILER_OPTIONS)
@@ -154,7 +153,7 @@ def main():
       for name, run in contenders.items():
         times[name].append(run(args.steps) / args.steps)
     peak = statistics.median(peaks)
-    print(f"\nd_model {d_model}: {accounting.param_counts(cfg).total:,} params, "
+    print(f"\nd_model {d_model}: {transformer.param_counts(cfg).total:,} params, "
           f"{flops_per_step / B / L:,.0f} training FLOPs/token ('full')")
     print(f"  matmul peak (jax f32 1024^3, median of rounds): {peak / 1e9:.1f} GFLOP/s")
     for name, ts in times.items():

@@ -9,21 +9,29 @@ Presets:
             Shakespeare), about 20 minutes on 2 CPU cores.
   gpu-124m  GPT-2-small shape (12 x 768, context 1024; 85M non-embedding parameters with a byte
             vocabulary) for one accelerator or more; documented, not run on CPU.
+
+Sweep presets (python -m launch sweep --config experiments/lm.py:PRESET --workdir DIR):
+  sweep-smoke  4 widths x 2 token budgets of tiny models on the synthetic language, about 3
+               minutes on 2 CPU cores; the analysis fits L = E + A N^-alpha (N non-embedding) at
+               each budget and draws loss against N and against C. The tests and README use it.
 """
 
 import math
+import os
 import warnings
 
 import ml_collections
 
-from research import accounting
-from research.errors import require
+from research import accounting, store
+from research import config as config_lib
+from research.errors import UserError, require
+from research.fileio import atomic_write_json, atomic_write_text
 from research.data import text
 from research.evals import lm as lm_evals
 from research.models import transformer
 from research.train import loop, optim
 
-PRESETS = ("smoke", "cpu", "gpu-124m")
+PRESETS = ("smoke", "cpu", "gpu-124m", "sweep-smoke")
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
@@ -59,6 +67,13 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                    warmup_steps=700, schedule="cosine", final_lr_fraction=0.1)
     c.loop.update(log_every=20, eval_every=1000, checkpoint_every=1000)
     c.data.val_batches = 16
+  elif preset == "sweep-smoke":
+    c.model.update(n_layers=2, context=64)
+    c.train.update(batch_size=16, seq_len=64, warmup_steps=20)
+    c.data.val_batches = 4
+    c.loop.update(log_every=10, eval_every=100_000, checkpoint_every=100)
+    c.sweep = ml_collections.ConfigDict(dict(
+        d_models=(16, 32, 48, 64), head_size=16, ff_ratio=4, tokens=(409_600, 819_200)))
   return c
 
 
@@ -107,7 +122,16 @@ def load_data(c) -> text.TextData:
                    tfds_data_dir=c.data.tfds_data_dir or None)
 
 
-def recipe(c, data: text.TextData) -> loop.Recipe:
+REPORT = loop.Report(
+    metrics=(("final_val_loss", "val loss  ", "nats/token"),
+             ("final_val_bpb", "val bpb   ", "bits/byte"),
+             ("entropy_rate_nats", "entropy rate of the synthetic language", "nats/token")),
+    curves=("val_loss",), levels=(("entropy_rate_nats", "entropy rate of the data"),),
+    unit="tokens", loss_label="loss (nats / token)")
+
+
+def recipe(c) -> loop.Recipe:
+  data = load_data(c)
   mcfg = model_config(c)
   warning = text.budget_warning(data, c.train.tokens)
   if warning:
@@ -116,8 +140,8 @@ def recipe(c, data: text.TextData) -> loop.Recipe:
   steps = num_steps(c)
   B, L = c.train.batch_size, c.train.seq_len
   val = data.val_batches(c.data.val_batches, B, L)
-  counts = accounting.param_counts(mcfg)
-  flops = {conv: accounting.train_flops_per_token(mcfg, L, conv)
+  counts = transformer.param_counts(mcfg)
+  flops = {conv: transformer.train_flops_per_token(mcfg, L, conv)
            for conv in accounting.FLOP_CONVENTIONS}
   facts = {
       "params_total": counts.total, "params_embedding": counts.embedding,
@@ -140,4 +164,75 @@ def recipe(c, data: text.TextData) -> loop.Recipe:
       flops_per_token=flops[c.tracking.flop_convention],
       compute_dtype=c.model.dtype,
       evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
-      facts=facts)
+      facts=facts,
+      report=REPORT)
+
+
+# Sweeps.
+
+def size(c) -> dict:
+  """N (total), N_nonemb, D (tokens), C (FLOPs under tracking.flop_convention) of one run."""
+  mcfg = model_config(c)
+  counts = transformer.param_counts(mcfg)
+  flops = transformer.train_flops_per_token(mcfg, c.train.seq_len, c.tracking.flop_convention)
+  return dict(N=counts.total, N_nonemb=counts.non_embedding, D=c.train.tokens,
+              C=float(c.train.tokens) * flops, flop_convention=c.tracking.flop_convention)
+
+
+def plan(c) -> list[ml_collections.ConfigDict]:
+  """Every (token budget, width) of c.sweep: n_heads = d_model / head_size, d_ff = ff_ratio x
+  d_model, the rest of the config shared; budgets in order, widths in order within each."""
+  s = c.sweep
+  for field in ("d_models", "tokens"):
+    values = s[field]
+    require(len(values) >= 1 and all(isinstance(v, int) and v >= 1 for v in values),
+            f"sweep.{field}", values, "must be a non-empty list of positive integers")
+  require(isinstance(s.head_size, int) and s.head_size >= 1, "sweep.head_size", s.head_size,
+          "must be a positive integer")
+  bad = [d for d in s.d_models if d % s.head_size]
+  require(not bad, "sweep.d_models", s.d_models,
+          f"every width must be a multiple of sweep.head_size = {s.head_size} (not {bad})")
+  base = config_lib.to_dict(c)
+  del base["sweep"]
+  runs = []
+  for tokens in s.tokens:
+    for d_model in s.d_models:
+      run = config_lib.from_dict(base)
+      with run.unlocked():
+        run.model.update(d_model=d_model, n_heads=d_model // s.head_size,
+                         d_ff=s.ff_ratio * d_model)
+        run.train.tokens = tokens
+      runs.append(run)
+  return runs
+
+
+def analyze(workdir: str) -> dict:
+  """runs.csv; at each token budget the fit L = E + A N^-alpha (N non-embedding, L the held-out
+  loss) of the finished runs (fit.json); loss against N and against C (loss_vs_n_c.png / .pdf)."""
+  from research.scaling import fit, plots
+  df = store.table(workdir)
+  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
+  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  done = df[df.status == "finished"]
+  budgets = []
+  for tokens, group in done.groupby("D", sort=True):
+    group = group.sort_values("N_nonemb")
+    entry = dict(D=float(tokens), C=group.C.tolist(), runs=group.run.tolist(),
+                 N_nonemb=group.N_nonemb.tolist(), L=group.val_loss.tolist())
+    try:
+      law = fit.fit_law("saturating", {"X": group.N_nonemb.to_numpy(float)},
+                        group.val_loss.to_numpy(float), keep=16, maxiter=500)
+      entry.update(law.summary())
+    except UserError as e:  # too few finished sizes at this budget
+      entry["skipped"] = str(e)
+    budgets.append(entry)
+  record = dict(law="L = E + A N^-alpha at each token budget D", N="non-embedding parameters",
+                L="held-out loss, nats/token (final_val_loss)",
+                C=f"training FLOPs, convention {done.flop_convention.iloc[0]!r}" if len(done) else "",
+                finished=int(len(done)), planned=int(len(df)), budgets=budgets)
+  paths["fit.json"] = os.path.join(workdir, "fit.json")
+  atomic_write_json(paths["fit.json"], record)
+  if len(done):
+    for path in plots.save(plots.sweep_losses(done, budgets), os.path.join(workdir, "loss_vs_n_c")):
+      paths[os.path.basename(path)] = path
+  return paths

@@ -13,14 +13,19 @@ xla_env.set_flags()  # before anything imports jax
 
 COMMANDS = {
     "run": ("launch.run", "train one config: --config FILE:PRESET [--config.a.b=V] --workdir DIR"),
+    "sweep": ("launch.sweep", "train a sweep preset's runs, then analyse them: --config --workdir"),
+    "status": ("launch.status", "where a sweep stands: --workdir DIR"),
+    "analyze": ("launch.analyze", "re-run a sweep's analysis over its finished runs: --workdir"),
     "fit": ("launch.fit", "fit a scaling law to a table of runs"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
+    "weights": ("launch.weights", "export pytorch-fid's Inception weights; retrain the digits "
+                "extractor"),
 }
 
 
 def _usage() -> str:
   lines = ["usage: python -m launch COMMAND [options]", "", "commands:"]
-  lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+  lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
   lines += ["", "python -m launch COMMAND --help for a command's options"]
   return "\n".join(lines)
 

@@ -1,22 +1,17 @@
-"""One source of truth for model size, FLOPs and MFU.
+"""Size, FLOP and MFU accounting shared by every model family.
 
-Parameter counts (for the decoder-only transformer of `research.models.transformer`):
-  * total: every trained parameter.
-  * embedding: the token embedding, the learned position embedding and, when untied, the
-    unembedding matrix.
-  * non_embedding: total - embedding. This is Kaplan et al. (2020)'s N (their Sec. 2.1 excludes
-    the embedding matrices; we keep the small norm parameters in it rather than drop them).
+A model family counts its own parameters and FLOPs beside its code (for the transformer:
+`research.models.transformer.param_counts` and `train_flops_per_token`) and reports them in the
+terms defined here: `ParamCounts` (total / embedding / non-embedding) and a named FLOP convention.
 
 Training FLOPs per token, by convention (each is named wherever a number is shown):
   * "6N":     6 * N_non_embedding (Kaplan et al. 2020, the C ~ 6N rule).
   * "kaplan": 6 * N_non_embedding + 6 * n_layer * n_ctx * d_attn (Kaplan et al. 2020, Table 1:
               forward 2N + 2 n_layer n_ctx d_attn, training three times the forward).
-  * "full":   3 x the forward matmuls: QKV and output projections, the full L x L score and
-              value products, the MLP and the logits (Hoffmann et al. 2022, App. F, without the
-              softmax and norm terms). Like Hoffmann et al.'s count and PaLM's MFU, it charges the
-              whole L x L attention although causal attention can skip the masked half: ours
-              (research.models.attention) computes (n + 1) / 2n of it with n query blocks, e.g.
-              3/4 at context 256, as PyTorch's causal scaled_dot_product_attention also skips.
+  * "full":   3 x the forward matmuls (Hoffmann et al. 2022, App. F, without the softmax and norm
+              terms); for the transformer the full L x L attention is charged (see its counter).
+
+MFU is against a data-sheet peak on GPUs/TPUs and a matmul peak measured in-process on CPUs.
 """
 
 import dataclasses
@@ -25,7 +20,6 @@ import time
 import numpy as np
 
 from research.errors import UserError
-from research.models.transformer import TransformerConfig
 
 FLOP_CONVENTIONS = ("6N", "kaplan", "full")
 
@@ -37,33 +31,9 @@ class ParamCounts:
   non_embedding: int
 
 
-def param_counts(cfg: TransformerConfig) -> ParamCounts:
-  D, F, V, HK = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads * cfg.d_head
-  norm = D if cfg.norm == "rmsnorm" else 2 * D
-  per_layer = 3 * D * HK + HK * D + 2 * D * F + 2 * norm
-  embedding = V * D + (cfg.context * D if cfg.positions == "learned" else 0)
-  embedding += 0 if cfg.tied_embeddings else D * V
-  non_embedding = cfg.n_layers * per_layer + norm
-  return ParamCounts(embedding + non_embedding, embedding, non_embedding)
-
-
-def forward_flops_per_token(cfg: TransformerConfig, seq_len: int) -> int:
-  """Matmul FLOPs of one forward pass per token at sequence length seq_len ("full")."""
-  D, F, V, HK = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads * cfg.d_head
-  attention = 2 * 3 * D * HK + 2 * seq_len * HK * 2 + 2 * HK * D
-  mlp = 2 * 2 * D * F
-  return cfg.n_layers * (attention + mlp) + 2 * D * V
-
-
-def train_flops_per_token(cfg: TransformerConfig, seq_len: int, convention: str = "full") -> int:
-  n = param_counts(cfg).non_embedding
-  if convention == "6N":
-    return 6 * n
-  if convention == "kaplan":
-    return 6 * n + 6 * cfg.n_layers * seq_len * cfg.n_heads * cfg.d_head
-  if convention == "full":
-    return 3 * forward_flops_per_token(cfg, seq_len)
-  raise UserError(f"FLOP convention {convention!r}: allowed are {', '.join(FLOP_CONVENTIONS)}")
+def check_convention(convention: str) -> None:
+  if convention not in FLOP_CONVENTIONS:
+    raise UserError(f"FLOP convention {convention!r}: allowed are {', '.join(FLOP_CONVENTIONS)}")
 
 
 # Dense peak FLOP/s per chip from the vendors' data sheets, by compute dtype. Keys are matched

@@ -14,6 +14,7 @@ import os
 
 import ml_collections
 
+from research import study
 from research.errors import ConfigError, UserError
 
 
@@ -28,18 +29,41 @@ def load_module(path: str):
 
 
 def load(spec: str, overrides=()) -> tuple[ml_collections.ConfigDict, object]:
-  """'experiments/lm.py:smoke' + overrides -> (locked config, the experiment module)."""
+  """'experiments/lm.py:smoke' + overrides -> (locked config, the study module).
+
+  The module is checked against the study contract (research/study.py): the run functions
+  always, the sweep functions too when the preset is a sweep.
+  """
   path, _, preset = spec.partition(":")
   module = load_module(path)
-  if not hasattr(module, "get_config"):
-    raise UserError(f"config file {path!r} has no get_config(preset) function")
+  study.check(module, path, sweep=False)
   presets = getattr(module, "PRESETS", None)
   if presets is not None and preset not in presets:
     raise ConfigError("--config preset", preset, f"allowed presets in {path}: {', '.join(presets)}")
   cfg = module.get_config(preset)
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise UserError(f"{path}: get_config({preset!r}) returned {type(cfg).__name__}, not a "
+                    "ml_collections.ConfigDict")
+  if study.is_sweep(cfg):
+    study.check(module, path, sweep=True)
   cfg.lock()
   apply_overrides(cfg, overrides)
   return cfg, module
+
+
+def from_dict(values: dict) -> ml_collections.ConfigDict:
+  """A locked config from `to_dict`'s output (JSON lists back to tuples); same run id."""
+
+  def convert(x):
+    if isinstance(x, dict):
+      return ml_collections.ConfigDict({k: convert(v) for k, v in x.items()})
+    if isinstance(x, list):
+      return tuple(convert(v) for v in x)
+    return x
+
+  cfg = convert(values)
+  cfg.lock()
+  return cfg
 
 
 def _parse(field: str, text: str, current):

@@ -41,7 +41,9 @@ class Tracker:
   """Writes metrics to `workdir/metrics.jsonl`, optionally to wandb, and drives a progress bar."""
 
   def __init__(self, workdir: str, tracking_cfg, config_dict: dict, run_id: str,
-               total_steps: int, start_step: int):
+               total_steps: int, start_step: int, *, progress: bool | None = None,
+               group: str | None = None):
+    """`progress` overrides tracking_cfg.progress; `group` is the wandb group (a sweep's name)."""
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.file = open(self.path, "a", buffering=1)
     self.wandb = None
@@ -49,9 +51,10 @@ class Tracker:
       import wandb  # optional: imported only when asked for
       self.wandb = wandb.init(project=tracking_cfg.wandb_project, name=run_id, id=run_id,
                               config=config_dict, dir=workdir, resume="allow",
-                              mode=tracking_cfg.wandb_mode or None)
+                              mode=tracking_cfg.wandb_mode or None, group=group)
+    show = tracking_cfg.progress if progress is None else progress
     self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                    disable=not tracking_cfg.progress, file=sys.stderr, mininterval=1.0)
+                    disable=not show, file=sys.stderr, mininterval=1.0)
 
   def event(self, name: str, **fields) -> None:
     self.file.write(json.dumps({"event": name, **{k: _clean(v) for k, v in fields.items()}}) + "\n")

@@ -27,7 +27,7 @@ def test_param_counts_match_the_tree(cfg):
   params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
   flat = {"/".join(str(k.key) for k in path): int(np.prod(x.shape))
           for path, x in jax.tree_util.tree_leaves_with_path(params)}
-  counts = accounting.param_counts(cfg)
+  counts = transformer.param_counts(cfg)
   assert counts.total == sum(flat.values())
   embedding = sum(v for k, v in flat.items() if k.split("/")[0] in ("embed", "pos_embed", "unembed"))
   assert counts.embedding == embedding
@@ -37,9 +37,9 @@ def test_param_counts_match_the_tree(cfg):
 
 def test_kaplan_convention_is_6n_plus_attention():
   cfg = CONFIGS[0]
-  n = accounting.param_counts(cfg).non_embedding
-  assert accounting.train_flops_per_token(cfg, 64, "6N") == 6 * n
-  assert accounting.train_flops_per_token(cfg, 64, "kaplan") == 6 * n + 6 * 2 * 64 * 64
+  n = transformer.param_counts(cfg).non_embedding
+  assert transformer.train_flops_per_token(cfg, 64, "6N") == 6 * n
+  assert transformer.train_flops_per_token(cfg, 64, "kaplan") == 6 * n + 6 * 2 * 64 * 64
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[:2], ids=["rotary-rms", "learned-ln"])
@@ -57,14 +57,14 @@ def test_full_flop_count_within_10_percent_of_xla(cfg):
   cost = step.lower(state, batch).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = float(cost["flops"])
-  ours = accounting.train_flops_per_token(cfg, L, "full") * B * L
+  ours = transformer.train_flops_per_token(cfg, L, "full") * B * L
   print(f"analytic {ours:.4g} vs XLA {xla_flops:.4g}: ratio {ours / xla_flops:.3f}")
   assert abs(ours - xla_flops) / xla_flops < 0.10, (ours, xla_flops)
 
 
 def test_unknown_convention_is_an_error():
   with pytest.raises(ValueError, match="allowed are"):
-    accounting.train_flops_per_token(CONFIGS[0], 64, "chinchilla-ish")
+    transformer.train_flops_per_token(CONFIGS[0], 64, "chinchilla-ish")
 
 
 def test_mfu_and_measured_peak():
@@ -89,5 +89,5 @@ def test_param_counts_match_the_tree_for_any_shape(heads, d_head, layers, d_ff, 
                                       n_heads=heads, d_ff=d_ff, context=context,
                                       positions=positions, norm=norm, tied_embeddings=tied)
   params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
-  assert accounting.param_counts(cfg).total == sum(int(np.prod(x.shape))
+  assert transformer.param_counts(cfg).total == sum(int(np.prod(x.shape))
                                                    for x in jax.tree.leaves(params))

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from research.data import corpus
 from research.data import markov
 from research.data import text
 from research.errors import UserError
@@ -112,7 +113,7 @@ def test_single_file_split_into_documents(shared_data):
   path = shared_data("text", "tinyshakespeare.txt")
   data = text.load(f"text:{path}")
   raw = path.read_bytes()
-  chunks = text.split_at_blank_lines(path.name, raw, text.MAX_CHUNK_BYTES)
+  chunks = corpus.split_at_blank_lines(path.name, raw, corpus.MAX_CHUNK_BYTES)
   assert b"".join(c for _, c in chunks) == raw
   _assert_held_out(data, dict(chunks))
   held = data.describe()["unique_val_tokens"] / (len(raw) + len(chunks))

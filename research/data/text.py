@@ -7,28 +7,23 @@ Sources are strings (see docs/data.md):
   tfds:NAME[:VERSION][:TRAIN_SPLIT[:VAL_SPLIT]]              a prepared array_record TFDS set
 
 Every batch is a pure function of (source, seed, step, batch_size, seq_len), so a resumed run sees
-exactly the batches an uninterrupted run saw. Validation text is held out by document.
+exactly the batches an uninterrupted run saw. Validation text is held out by document
+(research/data/corpus.py).
 """
 
 import copy
 import dataclasses
-import glob
 import hashlib
-import math
-import os
-import re
 from typing import Protocol
 
 import numpy as np
 
+from research.data import corpus
 from research.data import markov
 from research.errors import UserError
 
 VOCAB_SIZE = 256
 DOC_SEPARATOR = 0  # byte written after every document in a packed stream (NUL: absent from text)
-MIN_FILE_DOCUMENTS = 10  # fewer files than this: files are cut into chunks at blank lines
-MAX_CHUNK_BYTES = 32 * 1024  # target chunk size when files are cut into documents
-MIN_CHUNK_BYTES = 1024
 SCHEMES = "'synthetic[:k=v,...]', 'text:PATH[,PATH...]' or 'tfds:NAME[:TRAIN_SPLIT[:VAL_SPLIT]]'"
 
 
@@ -137,8 +132,8 @@ def load(spec: str, *, seed: int = 0, val_fraction: float = 0.05,
     return TextData(spec, VOCAB_SIZE, 1.0, None, chain.entropy_rate, seed,
                     markov.ChainSource(chain), {"synthetic": chain.describe()})
   if scheme == "text" and rest:
-    docs = [(doc_id, _read(spec, path)) for path, doc_id in _text_files(spec, rest)]
-    return from_documents(spec, docs, seed=seed, val_fraction=val_fraction)
+    return from_documents(spec, corpus.read_files(spec, rest), seed=seed,
+                          val_fraction=val_fraction)
   if scheme == "tfds" and rest:
     from research.data import tfds_text  # pylint: disable=import-outside-toplevel (slow import)
     train_docs, val_docs = tfds_text.read_documents(spec, rest, tfds_data_dir)
@@ -147,105 +142,16 @@ def load(spec: str, *, seed: int = 0, val_fraction: float = 0.05,
 
 
 # ---------------------------------------------------------------------------------------------
-# Finite corpora: documents -> held-out split -> packed streams -> shuffled windows.
+# Finite corpora: documents (research.data.corpus) -> packed streams -> shuffled windows.
 
-Document = tuple[str, bytes]  # (document id, raw bytes)
-
-
-def _text_files(spec: str, paths: str) -> list[tuple[str, str]]:
-  """(file, document id) for comma-separated files, folders (recursive) and globs, in order.
-
-  A document id is the file's path relative to the folder (or glob base) it was found under, or
-  its name for a file given directly, so the held-out split does not depend on the current
-  directory.
-  """
-  files = []
-  for path in paths.split(","):
-    if glob.has_magic(path):
-      base = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0])
-      matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
-      if not matches:
-        raise UserError(f"data source {spec!r}: glob {path!r} matches no file; "
-                        "allowed: existing files, folders or globs")
-      files += [(p, os.path.relpath(p, base or ".")) for p in matches]
-    elif os.path.isdir(path):
-      files += [(p, os.path.relpath(p, path)) for p in folder_files(path)]
-    elif os.path.isfile(path):
-      files.append((path, os.path.basename(path)))
-    else:
-      raise UserError(f"data source {spec!r}: path {path!r} does not exist "
-                      f"(relative paths resolve against {os.getcwd()!r}); "
-                      "allowed: existing files, folders or globs")
-  unique = {}
-  for path, doc_id in files:
-    unique.setdefault(os.path.realpath(path), (path, doc_id))
-  return list(unique.values())
-
-
-def folder_files(folder: str) -> list[str]:
-  """Regular, non-hidden files under `folder`, recursively, sorted."""
-  found = []
-  for root, dirs, names in os.walk(folder):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    found += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
-  return [p for p in found if os.path.isfile(p)]
-
-
-def _read(spec: str, path: str) -> bytes:
-  try:
-    with open(path, "rb") as f:
-      return f.read()
-  except OSError as e:
-    raise UserError(f"data source {spec!r}: cannot read {path!r} ({e.strerror}); "
-                    "allowed: readable files") from None
-
-
-def split_at_blank_lines(doc_id: str, data: bytes, target: int) -> list[Document]:
-  """Cuts `data` into chunks of about `target` bytes (at most 2x) at blank-line boundaries."""
-  if len(data) <= 2 * target:
-    return [(doc_id, data)]
-  ends = np.array([m.end() for m in re.finditer(rb"\r?\n[ \t]*\r?\n", data)], dtype=np.int64)
-  cuts, start = [0], 0
-  while len(data) - start > 2 * target:
-    i = np.searchsorted(ends, start + target)
-    start = int(ends[i]) if i < len(ends) and ends[i] <= start + 2 * target else start + target
-    cuts.append(start)
-  cuts.append(len(data))
-  return [(f"{doc_id}#{i}", data[a:b]) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
-
-
-def _chunk_size(docs: list[Document]) -> int:
-  total = sum(len(d) for _, d in docs)
-  return int(np.clip(total // 32, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES))
-
-
-def _doc_hash(seed: int, doc_id: str) -> bytes:
-  return hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest()
-
-
-def hold_out(docs: list[Document], seed: int,
-             val_fraction: float) -> tuple[list[Document], list[Document]]:
-  """Splits documents into (train, val): in hash order, documents that keep the held-out bytes
-  under 1.5 x val_fraction of all bytes, until val_fraction is reached; at least one."""
-  order = sorted(range(len(docs)), key=lambda i: _doc_hash(seed, docs[i][0]))
-  goal, held, val = val_fraction * sum(len(d) for _, d in docs), 0, set()
-  for i in order:
-    if val and held >= goal:
-      break
-    if not val or held + len(docs[i][1]) <= 1.5 * goal:
-      val.add(i)
-      held += len(docs[i][1])
-  return ([d for i, d in enumerate(docs) if i not in val],
-          [d for i, d in enumerate(docs) if i in val])
-
-
-def pack(docs: list[Document]) -> np.ndarray:
+def pack(docs: list[corpus.Document]) -> np.ndarray:
   """One read-only uint8 stream: each document followed by DOC_SEPARATOR."""
   sep = bytes([DOC_SEPARATOR])
   return np.frombuffer(b"".join(d + sep for _, d in docs), dtype=np.uint8)
 
 
-def from_documents(spec: str, docs: list[Document], val_docs: list[Document] | None = None, *,
+def from_documents(spec: str, docs: list[corpus.Document],
+                   val_docs: list[corpus.Document] | None = None, *,
                    seed: int = 0, val_fraction: float = 0.05) -> TextData:
   """A TextData over documents; without `val_docs`, holds out about val_fraction by document."""
   docs = [d for d in docs if d[1]]
@@ -253,14 +159,7 @@ def from_documents(spec: str, docs: list[Document], val_docs: list[Document] | N
     raise UserError(f"data source {spec!r}: the corpus is empty (no non-empty document); "
                     "allowed: sources with some text")
   if val_docs is None:
-    if len(docs) < MIN_FILE_DOCUMENTS:
-      target = _chunk_size(docs)
-      docs = [c for doc_id, data in docs for c in split_at_blank_lines(doc_id, data, target)]
-    if len(docs) < 2:
-      raise UserError(f"data source {spec!r}: a single document of {len(docs[0][1]):,} bytes "
-                      "cannot be split into training and held-out text; allowed: at least 2 "
-                      f"documents (files, or text of over {2 * MIN_CHUNK_BYTES} bytes)")
-    docs, val_docs = hold_out(docs, seed, val_fraction)
+    docs, val_docs = corpus.train_val_split(spec, docs, seed, val_fraction)
   val_docs = [d for d in val_docs if d[1]]
   if not val_docs:
     raise UserError(f"data source {spec!r}: the validation text is empty; "

@@ -15,7 +15,7 @@ import re
 from etils import epath
 import tensorflow_datasets as tfds
 
-from research.data.text import Document, folder_files
+from research.data.corpus import Document, folder_files
 from research.errors import UserError
 
 VAL_SPLITS = ("validation", "valid", "val", "test")

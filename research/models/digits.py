@@ -7,15 +7,13 @@ its values compare only with other FD_digits values from the same committed weig
 Every image is reduced to 8x8 grey in [0, 1] (the mean of its channels; an antialiased bilinear
 resize), then an MLP 64 -> 256 -> 64 -> 10 classifies it. It is trained by `train` with a fixed
 seed on scikit-learn's 8x8 digits plus MNIST reduced to 8x8, in a few seconds on a CPU;
-`python -m research.models.digits` retrains it, writes `weights/digits_mlp.npz` and records the
-test accuracies it measured in `weights/digits_mlp.json`.
+`python -m launch weights train-digits` retrains it, writes `weights/digits_mlp.npz` and records
+the test accuracies it measured in `weights/digits_mlp.json`.
 """
 
 import functools
 import io
 import os
-import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -25,7 +23,7 @@ import optax
 
 from research.data import images as image_data
 from research.errors import UserError
-from research.fileio import atomic_write_bytes, atomic_write_json
+from research.fileio import atomic_write_bytes
 
 SIZE = 8
 FEATURE_DIM = 64
@@ -128,7 +126,7 @@ def save_params(path: str, params) -> None:
 def load_params(path: str = WEIGHTS) -> dict:
   if not os.path.isfile(path):
     raise UserError(f"digits extractor weights {path!r} do not exist; regenerate them with "
-                    "python -m research.models.digits")
+                    "python -m launch weights train-digits")
   params: dict = {}
   with np.load(path, allow_pickle=False) as data:
     for name in data.files:
@@ -149,21 +147,3 @@ class DigitsFeatures:
 
   def __call__(self, images_BxHxWxC) -> np.ndarray:
     return np.asarray(self._apply(self.params, jnp.asarray(images_BxHxWxC, jnp.float32)))
-
-
-def main(argv: list[str]) -> int:
-  """Retrain the committed extractor: python -m research.models.digits [MNIST_DIR]."""
-  mnist_dir = argv[0] if argv else DEFAULT_MNIST
-  start = time.time()
-  params, accuracy, info = train(mnist_dir)
-  save_params(WEIGHTS, params)
-  record = dict(info, test_accuracy=accuracy, train_seconds=round(time.time() - start, 1),
-                command="python -m research.models.digits  (from the repository root)",
-                features=f"{FEATURE_DIM}-d ReLU layer 'features'; distance name FD_digits")
-  atomic_write_json(WEIGHTS[:-len(".npz")] + ".json", record)
-  print(f"wrote {WEIGHTS}: test accuracy {accuracy}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

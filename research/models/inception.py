@@ -423,17 +423,3 @@ class InceptionFeatures:
     if n < self._batch:
       x = np.concatenate([x, np.zeros((self._batch - n,) + x.shape[1:], x.dtype)])
     return np.asarray(self._apply(self.variables, jnp.asarray(x)))[:n]
-
-
-def _main(argv: list[str]) -> int:
-  if len(argv) != 3 or argv[0] != "export":
-    print("usage: python -m research.models.inception export IN.pth OUT.npz")
-    return 2
-  export_npz(argv[1], argv[2])
-  print(f"wrote {argv[2]}")
-  return 0
-
-
-if __name__ == "__main__":
-  import sys
-  sys.exit(_main(sys.argv[1:]))

@@ -4,6 +4,16 @@ Parameter names are regular so that accounting and per-parameter multipliers (mu
 assigned by path: `embed/embedding`, `pos_embed/embedding`, `block_{i}/{attn,mlp}/{name}/kernel`,
 `block_{i}/{ln_attn,ln_mlp}/scale`, `ln_final/scale`, `unembed/kernel`.
 Shape suffixes: B batch, L sequence, D d_model, H heads, K d_head, F d_ff, V vocab.
+
+The family's size accounting lives here too (`param_counts`, `train_flops_per_token`), in the
+terms of `research.accounting`: N total / embedding / non-embedding, where embedding is the token
+embedding, the learned position embedding and, when untied, the unembedding matrix, and
+non-embedding (Kaplan et al. 2020's N, Sec. 2.1) is the rest; we keep the small norm parameters
+in it rather than drop them. The "full" FLOP convention counts the QKV and output projections,
+the full L x L score and value products, the MLP and the logits; like Hoffmann et al.'s count and
+PaLM's MFU it charges the whole L x L attention although causal attention can skip the masked
+half: ours (research.models.attention) computes (n + 1) / 2n of it with n query blocks, e.g. 3/4
+at context 256, as PyTorch's causal scaled_dot_product_attention also skips.
 """
 
 import dataclasses
@@ -13,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import accounting
 from research.models import attention, fused
 
 
@@ -154,3 +165,32 @@ def init_params(cfg: TransformerConfig, rng: jax.Array):
 
 def apply(cfg: TransformerConfig, params, tokens_BxL) -> jax.Array:
   return Transformer(cfg).apply({"params": params}, tokens_BxL)
+
+
+def param_counts(cfg: TransformerConfig) -> accounting.ParamCounts:
+  D, F, V, HK = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads * cfg.d_head
+  norm = D if cfg.norm == "rmsnorm" else 2 * D
+  per_layer = 3 * D * HK + HK * D + 2 * D * F + 2 * norm
+  embedding = V * D + (cfg.context * D if cfg.positions == "learned" else 0)
+  embedding += 0 if cfg.tied_embeddings else D * V
+  non_embedding = cfg.n_layers * per_layer + norm
+  return accounting.ParamCounts(embedding + non_embedding, embedding, non_embedding)
+
+
+def forward_flops_per_token(cfg: TransformerConfig, seq_len: int) -> int:
+  """Matmul FLOPs of one forward pass per token at sequence length seq_len ("full")."""
+  D, F, V, HK = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads * cfg.d_head
+  attention_flops = 2 * 3 * D * HK + 2 * seq_len * HK * 2 + 2 * HK * D
+  mlp = 2 * 2 * D * F
+  return cfg.n_layers * (attention_flops + mlp) + 2 * D * V
+
+
+def train_flops_per_token(cfg: TransformerConfig, seq_len: int, convention: str = "full") -> int:
+  """Training FLOPs per token under a named convention (research.accounting.FLOP_CONVENTIONS)."""
+  accounting.check_convention(convention)
+  n = param_counts(cfg).non_embedding
+  if convention == "6N":
+    return 6 * n
+  if convention == "kaplan":
+    return 6 * n + 6 * cfg.n_layers * seq_len * cfg.n_heads * cfg.d_head
+  return 3 * forward_flops_per_token(cfg, seq_len)

@@ -4,13 +4,16 @@
   isoflop_curves    L against N per budget, the fitted parabolas (or splines), minima
   allocation        N_opt and D_opt against C: the approaches' points, fits and bootstrap band
   loss_vs_n_d       L against N and against D with the fitted law
-  training_run      one run's training and validation loss against tokens (from its records)
+  sweep_losses      a sweep's held-out loss against N per token budget (with each budget's
+                    fitted L = E + A N^-alpha) and against C per model size
+  training_run      one run's training loss and eval curves against tokens (from its records)
 `save` writes PNG and PDF atomically.
 """
 
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,6 +39,7 @@ def save(fig, path_stem: str, dpi: int = 110) -> list[str]:
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
   ax.set_xscale("log")
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded 2x10^11 labels
   if logy:
     ax.set_yscale("log")
   ax.set_xlabel(xlabel)
@@ -149,19 +153,62 @@ def loss_vs_n_d(runs, theta):
   return fig
 
 
+def sweep_losses(runs, budgets: list[dict]):
+  """Left: L against non-embedding N, a colour per token budget, with that budget's fitted
+  saturating law. Right: L against C, a line per model size joining its budgets.
+
+  `runs` has columns N_nonemb, D, C, val_loss; `budgets` entries have D and, when fitted,
+  params {A, E, alpha} (the analyses' fit.json entries).
+  """
+  fig, (ax_n, ax_c) = plt.subplots(1, 2, figsize=(11, 4.2))
+  colours = plt.cm.plasma(np.linspace(0, 0.8, max(len(budgets), 1)))
+  for colour, b in zip(colours, budgets):
+    here = runs[np.isclose(runs.D, b["D"])]
+    label = f"D = {b['D']:.3g} tokens"
+    ax_n.plot(here.N_nonemb, here.val_loss, "o", color=colour, label=label)
+    if "params" in b:
+      p = b["params"]
+      grid = np.geomspace(here.N_nonemb.min() / 1.5, here.N_nonemb.max() * 1.5, 80)
+      ax_n.plot(grid, p["E"] + p["A"] * grid ** -p["alpha"], "-", color=colour, lw=1,
+                label=f"fit: E {p['E']:.3f} + A N^-{p['alpha']:.2f}")
+  _log_axes(ax_n, "non-embedding parameters N", "held-out loss (nats/token)",
+            "Loss against N at each token budget")
+  ax_n.legend(fontsize=7)
+  sizes = sorted(runs.N_nonemb.unique())
+  size_colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))
+  for colour, n in zip(size_colours, sizes):
+    here = runs[runs.N_nonemb == n].sort_values("C")
+    ax_c.plot(here.C, here.val_loss, "o-", color=colour, label=f"N = {n:,.0f}")
+  convention = runs.flop_convention.iloc[0] if "flop_convention" in runs else "?"
+  _log_axes(ax_c, f"training compute C (FLOPs; '{convention}')", "held-out loss (nats/token)",
+            "Loss against compute, a line per size")
+  ax_c.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
 def training_run(train: list[dict], evals: list[dict], summary: dict):
-  """Training and validation loss against tokens D for one run (records as in metrics.jsonl)."""
-  tokens_per_step = summary["tokens"] / max(summary["steps"], 1)
+  """One run's training loss and its study's eval curves against the training units (tokens).
+
+  Which eval metrics and reference levels are drawn is the study's choice, in summary["report"]
+  (research.train.loop.Report); records are as in metrics.jsonl.
+  """
+  report = summary.get("report", {})
+  unit = report.get("unit", "tokens")
+  per_step = summary["tokens"] / max(summary["steps"], 1)
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
   ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], lw=1, label="train")
-  ax.plot([r["step"] * tokens_per_step for r in evals], [r["val_loss"] for r in evals], "o-",
-          ms=4, label="validation (held out)")
-  if summary.get("entropy_rate_nats") is not None:
-    ax.axhline(summary["entropy_rate_nats"], color="k", ls="--", lw=1,
-               label=f"entropy rate of the data ({summary['entropy_rate_nats']:.3f})")
-  _log_axes(ax, "training tokens D", "loss (nats / token)",
-            f"{summary['params_non_embedding']:,} non-embedding params, "
-            f"C = {summary['flops']:.2e} FLOPs ('{summary['flop_convention']}')")
+  for name in report.get("curves", ()):
+    points = [(r["step"] * per_step, r[name]) for r in evals if name in r]
+    if points:
+      ax.plot(*zip(*points), "o-", ms=4, label=name.replace("_", " ") + " (held out)")
+  for key, label in report.get("levels", ()):
+    if summary.get(key) is not None:
+      ax.axhline(summary[key], color="k", ls="--", lw=1, label=f"{label} ({summary[key]:.3f})")
+  n = summary.get("params_non_embedding", summary.get("params_total"))
+  size = f"{n:,} non-embedding params, " if n is not None else ""
+  _log_axes(ax, f"training {unit} D", report.get("loss_label", "loss"),
+            f"{size}C = {summary['flops']:.2e} FLOPs ('{summary.get('flop_convention', '?')}')")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -1,9 +1,9 @@
 """The training loop: data -> step -> metrics -> evaluation -> checkpoint, with resume.
 
 Generic: an experiment hands over a `Recipe` (how to initialise parameters, the loss, a batch
-source indexed by step, evaluators), so this module imports no model and no data module and the
-same loop trains language models and U-Nets. As in nanodo, step N's metrics are read after step
-N+1 has been dispatched, so the host never stalls the accelerator.
+source indexed by step, evaluators, what its summary shows), so this module imports no model and
+no data module and the same loop trains language models and U-Nets. As in nanodo, step N's
+metrics are read after step N+1 has been dispatched, so the host never stalls the accelerator.
 """
 
 import dataclasses
@@ -15,18 +15,39 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.monitoring
 import numpy as np
 import optax
 
 from research import accounting, checkpoint, parallel, tracking
-from research.errors import require
-from research.errors import UserError
+from research.errors import UserError, require
 from research.fileio import atomic_write_json
 from research.train.step import TrainState, all_finite, init_state, train_step
+
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
 
 
 class NonFiniteLoss(RuntimeError):
   """The loss or the parameters became NaN or infinite; the run stopped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What a run's summary and figure show: the study's choice, since the loop assumes no metric.
+
+  metrics: (summary key, label, unit) lines printed after the common ones, when the key is set.
+  curves:  eval metrics drawn against the training units beside the training loss.
+  levels:  (summary key, label) horizontal reference lines (e.g. a known entropy rate).
+  unit:    what the loss's aux "tokens" counts (tokens, images, ...): the x axis and D.
+  loss_label: the training loss's axis label, with its unit.
+  """
+  metrics: Sequence[tuple[str, str, str]] = ()
+  curves: Sequence[str] = ()
+  levels: Sequence[tuple[str, str]] = ()
+  unit: str = "tokens"
+  loss_label: str = "loss"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +58,12 @@ class Recipe:
   num_steps: int
   batch_size: int
   optimizer: optax.GradientTransformation
-  flops_per_token: float                           # analytic training FLOPs per token
+  flops_per_token: float                           # analytic training FLOPs per unit of aux "tokens"
   compute_dtype: str = "float32"
   evaluators: Sequence[Callable[[Any], dict]] = ()  # params -> {metric: value}
   lr_schedule: Callable[[int], float] | None = None
   facts: dict = dataclasses.field(default_factory=dict)  # static facts for the summary
+  report: Report = Report()
 
 
 def validate(cfg, batch_size: int, n_devices: int) -> None:
@@ -57,8 +79,8 @@ def validate(cfg, batch_size: int, n_devices: int) -> None:
           "must be at least 1")
 
 
-class _StopSignal:
-  """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+class StopSignal:
+  """Turns SIGTERM / SIGINT into a flag (`received`, the signal's name) checked between steps."""
 
   def __init__(self):
     self.received = None
@@ -80,6 +102,45 @@ class _StopSignal:
       signal.signal(sig, handler)
 
 
+class _CompileClock:
+  """Seconds this process spends tracing, lowering and compiling while the clock is open."""
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  def _listen(self, event: str, duration: float, **_) -> None:
+    if event in COMPILE_EVENTS:
+      self.seconds += duration
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+class _Throughput:
+  """Units per second over the steps since the last logged one (the first step is not timed)."""
+
+  def __init__(self):
+    self.start, self.units, self.steps = None, 0.0, 0
+
+  def add(self, units: float) -> None:
+    if self.start is None:
+      self.start, self.units, self.steps = time.perf_counter(), 0.0, 0
+    else:
+      self.units += units
+      self.steps += 1
+
+  def rate(self) -> float:
+    elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
+    return self.units / elapsed if elapsed > 0 and self.steps else float("nan")
+
+  def reset(self) -> None:
+    self.start, self.units, self.steps = time.perf_counter(), 0.0, 0
+
+
 def _put_batch(batch: dict, sharding) -> dict:
   """Each process contributes its rows of the global batch."""
   n, i = jax.process_count(), jax.process_index()
@@ -91,42 +152,78 @@ def _put_batch(batch: dict, sharding) -> dict:
   return {k: put(np.asarray(v)) for k, v in batch.items()}
 
 
-def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> dict:
-  """Train to `recipe.num_steps`, resuming from `workdir` if it holds checkpoints."""
+def _restore_or_init(ckpt, make_state, shardings, run_id: str, workdir: str):
+  """(state, start step, checkpoint meta): the newest readable checkpoint of this run, or step 0."""
+
+  def same_run(meta: dict) -> None:
+    if meta.get("run_id", run_id) != run_id:
+      raise UserError(f"the checkpoints in {workdir}/checkpoints belong to run {meta['run_id']}, "
+                      f"not to this config's run {run_id}; use another workdir")
+
+  abstract = jax.eval_shape(make_state)
+  restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings), check_meta=same_run)
+  if restored is None:
+    return jax.jit(make_state, out_shardings=shardings)(), 0, {}
+  state, meta, start = restored
+  return state, start, meta
+
+
+def _check_finite(step: int, m: dict) -> None:
+  if not math.isfinite(float(m["loss"])) or not math.isfinite(float(m["grad_norm"])):
+    raise NonFiniteLoss(f"loss {float(m['loss'])} / grad norm {float(m['grad_norm'])} at step "
+                        f"{step}")
+
+
+def _train_record(m: dict, recipe: Recipe, step: int, units: float, rate: float, peak: float,
+                  wall_s: float) -> dict:
+  record = {k: float(v) for k, v in m.items()}
+  record.update(tokens=units, flops=units * recipe.flops_per_token, tokens_per_s=rate,
+                mfu=accounting.mfu(recipe.flops_per_token, rate, peak), wall_s=wall_s)
+  if recipe.lr_schedule is not None:
+    record["lr"] = float(recipe.lr_schedule(step))
+  return record
+
+
+def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str, *,
+          progress: bool | None = None, wandb_group: str | None = None) -> dict:
+  """Train to `recipe.num_steps`, resuming from `workdir` if it holds checkpoints.
+
+  Returns the summary (also written to workdir/summary.json) of a finished run, or
+  {"status": "interrupted by SIG..."} when a signal stopped it after saving a checkpoint.
+  `progress` overrides the config's progress bar; `wandb_group` groups the runs of a sweep.
+  """
+  with _CompileClock() as compile_clock:
+    return _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group,
+                  compile_clock)
+
+
+def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, compile_clock):
   wall_start = time.time()
   mesh = parallel.make_mesh(cfg.mesh)
   batch_sh = parallel.batch_sharding(mesh)
   make_state = functools.partial(init_state, recipe.init, recipe.optimizer, cfg.seed)
-  abstract = jax.eval_shape(make_state)
-  shardings = parallel.state_sharding(mesh, abstract)
-
+  shardings = parallel.state_sharding(mesh, jax.eval_shape(make_state))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.loop.keep_checkpoints,
                                  use_async=cfg.loop.async_checkpoints)
-
-  def same_run(meta: dict) -> None:
-    if meta.get("run_id", run_id) != run_id:
-      ckpt.close()
-      raise UserError(f"the checkpoints in {workdir}/checkpoints belong to run {meta['run_id']}, "
-                      f"not to this config's run {run_id}; use another workdir")
-
-  restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings), check_meta=same_run)
-  if restored is None:
-    state, start, meta = jax.jit(make_state, out_shardings=shardings)(), 0, {}
-  else:
-    state, meta, start = restored
-  tokens_seen, wall_offset = float(meta.get("tokens_seen", 0.0)), float(meta.get("wall_s", 0.0))
+  try:
+    state, start, meta = _restore_or_init(ckpt, make_state, shardings, run_id, workdir)
+  except BaseException:
+    ckpt.close()
+    raise
+  units, wall_offset = float(meta.get("tokens_seen", 0.0)), float(meta.get("wall_s", 0.0))
+  wall = lambda: wall_offset + time.time() - wall_start  # noqa: E731
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer),
                     in_shardings=(shardings, batch_sh), out_shardings=(shardings, None),
                     donate_argnums=0)
   finite_fn = jax.jit(all_finite)
-
   if cfg.tracking.peak_flops > 0:
     peak, peak_source = cfg.tracking.peak_flops, "config tracking.peak_flops"
   else:
     peak, peak_source = accounting.device_peak_flops(recipe.compute_dtype, mesh.size)
-  tracker = tracking.Tracker(workdir, cfg.tracking, config_dict, run_id, recipe.num_steps, start)
+  tracker = tracking.Tracker(workdir, cfg.tracking, config_dict, run_id, recipe.num_steps, start,
+                             progress=progress, group=wandb_group)
   if start:
     tracker.event("resume", from_step=start)
     tracker.message(f"resumed from the checkpoint at step {start}")
@@ -138,62 +235,39 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
     tracker.write(step, results, kind="eval")
     return results
 
-  def save(step: int, state: TrainState, tokens: float) -> None:
+  def save(step: int, state: TrainState, units_seen: float) -> None:
     if not bool(finite_fn(state.params)):
       raise NonFiniteLoss(f"parameters are not finite at step {step}; not saved")
     ckpt.save(step, state, {"run_id": run_id, "step": step, "data_position": step,
-                            "tokens_seen": tokens,
-                            "wall_s": wall_offset + time.time() - wall_start})
+                            "tokens_seen": units_seen, "wall_s": wall()})
 
-  pending = None
-  window = {"t": None, "tokens": 0.0, "steps": 0}
-  last_eval: dict = {}
-  status = "finished"
+  pending, last_eval, status = None, {}, "finished"
+  meter = _Throughput()
   try:
-    with _StopSignal() as stop:
+    with StopSignal() as stop:
       for step in range(start, recipe.num_steps + 1):
         if step < recipe.num_steps:
-          batch = _put_batch(recipe.train_batch(step), batch_sh)
-          new_state, metrics = step_fn(state, batch)
+          new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh))
         if pending is not None:  # the previous step's metrics, read while this one runs
-          prev_step, prev_metrics = pending
-          m = jax.device_get(prev_metrics)
-          if not math.isfinite(float(m["loss"])) or not math.isfinite(float(m["grad_norm"])):
-            raise NonFiniteLoss(
-                f"loss {float(m['loss'])} / grad norm {float(m['grad_norm'])} at step "
-                f"{prev_step}")
-          tokens_seen += float(m.get("tokens", 0.0))
-          now = time.perf_counter()
-          if window["t"] is None:
-            window.update(t=now, tokens=0.0, steps=0)
-          else:
-            window["tokens"] += float(m.get("tokens", 0.0))
-            window["steps"] += 1
+          prev_step, m = pending[0], jax.device_get(pending[1])
+          _check_finite(prev_step, m)
+          units += float(m.get("tokens", 0.0))
+          meter.add(float(m.get("tokens", 0.0)))
           if prev_step % cfg.loop.log_every == 0 or prev_step == recipe.num_steps - 1:
-            elapsed = now - window["t"] if window["t"] is not None else 0.0
-            tok_s = window["tokens"] / elapsed if elapsed > 0 and window["steps"] else float("nan")
-            record = {k: float(v) for k, v in m.items()}
-            record.update(tokens=tokens_seen, flops=tokens_seen * recipe.flops_per_token,
-                          tokens_per_s=tok_s,
-                          mfu=accounting.mfu(recipe.flops_per_token, tok_s, peak),
-                          wall_s=wall_offset + time.time() - wall_start)
-            if recipe.lr_schedule is not None:
-              record["lr"] = float(recipe.lr_schedule(prev_step))
+            record = _train_record(m, recipe, prev_step, units, meter.rate(), peak, wall())
             tracker.write(prev_step, record, kind="train")
             tracker.progress(prev_step + 1, {"loss": f"{record['loss']:.4f}",
-                                             "tok/s": f"{tok_s:,.0f}",
+                                             "tok/s": f"{record['tokens_per_s']:,.0f}",
                                              "mfu": f"{record['mfu']:.1%}"})
-            window.update(t=now, tokens=0.0, steps=0)
+            meter.reset()
         if step == recipe.num_steps:
           break
-        state = new_state
-        pending = (step, metrics)
-        done = step + 1
+        state, pending, done = new_state, (step, metrics), step + 1
         if done % cfg.loop.eval_every == 0 and done < recipe.num_steps:
           last_eval = evaluate(done, state)
         if stop.received or (done % cfg.loop.checkpoint_every == 0 and done < recipe.num_steps):
-          # tokens_seen covers the steps before this one, whose metrics are still pending
-          save(done, state, tokens_seen + float(jax.device_get(metrics.get("tokens", 0.0))))
+          # `units` covers the steps before this one, whose metrics are still pending
+          save(done, state, units + float(jax.device_get(metrics.get("tokens", 0.0))))
         if stop.received:
           status = f"interrupted by {stop.received}"
           tracker.event("stopped", step=done, signal=stop.received)
@@ -202,7 +276,7 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
           break
     if status == "finished":
       last_eval = evaluate(recipe.num_steps, state)
-      save(recipe.num_steps, state, tokens_seen)
+      save(recipe.num_steps, state, units)
   finally:
     ckpt.wait()
     ckpt.close()
@@ -216,14 +290,16 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str) -> 
       "status": status,
       "run_id": run_id,
       "steps": recipe.num_steps,
-      "tokens": tokens_seen,
-      "flops": tokens_seen * recipe.flops_per_token,
+      "tokens": units,
+      "flops": units * recipe.flops_per_token,
       "train_loss_last10": float(np.mean([r["loss"] for r in tail])) if tail else None,
       **{f"final_{k}": v for k, v in last_eval.items()},
-      "wall_s": wall_offset + time.time() - wall_start,
+      "wall_s": wall(),
+      "compile_s": compile_clock.seconds,
       "peak_flops": peak,
       "peak_flops_source": peak_source,
       "devices": mesh.size,
+      "report": dataclasses.asdict(recipe.report),
       **recipe.facts,
   }
   atomic_write_json(os.path.join(workdir, "summary.json"), summary)

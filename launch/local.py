@@ -1,0 +1,140 @@
+"""The local backend: a pool of worker processes on this machine, each pinned to its own cores.
+
+Each worker is a spawned Python process that imports JAX once and trains runs one after another
+(`launch.worker.execute`). A worker is pinned (sched_setaffinity) to `threads` cores of its own
+before JAX starts, so XLA sizes its thread pool to exactly that many threads: the number of
+threads that trains a run is fixed by the sweep's plan, not by what happens to be free, and a
+resumed run reproduces the uninterrupted one (XLA's CPU GEMMs sum in another order with another
+thread count). Workers share the persistent compilation cache, so a shape compiled by one is not
+compiled again by another or by a later launch.
+
+A worker that dies (a crash, the OOM killer) marks its run failed and is replaced; a worker
+whose parent dies gets SIGTERM (Linux's parent-death signal), saves a checkpoint and exits.
+"""
+
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+
+from launch import worker as worker_lib
+from research import store
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+  except (OSError, AttributeError):  # not Linux: the worker notices the closed pipe instead
+    pass
+
+
+def _worker_main(conn, cores: list[int], threads: int, cache_dir: str) -> None:
+  _die_with_parent()
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # between runs; a run's loop handles its own
+  os.sched_setaffinity(0, cores)
+  for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[name] = str(threads)
+  import jax
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  while True:
+    try:
+      task = conn.recv()
+    except (EOFError, OSError):  # the parent is gone
+      return
+    if task is None:
+      return
+    result = worker_lib.execute(task)
+    try:
+      conn.send(result)
+    except (BrokenPipeError, OSError):
+      return
+    if result.status == "interrupted":  # a signal asked this process to stop
+      return
+
+
+class LocalBackend:
+  """`workers` processes of `threads` threads each; runs go to whichever worker is free."""
+
+  name = "local"
+
+  def __init__(self, workers: int, threads: int, cache_dir: str):
+    self.workers, self.threads, self.cache_dir = workers, threads, cache_dir
+    cpus = sorted(os.sched_getaffinity(0))
+    self.core_sets = [[cpus[(k * threads + i) % len(cpus)] for i in range(threads)]
+                      for k in range(workers)]
+    self.context = multiprocessing.get_context("spawn")
+
+  def _start(self, slot: int):
+    parent, child = self.context.Pipe()
+    process = self.context.Process(
+        target=_worker_main, args=(child, self.core_sets[slot], self.threads, self.cache_dir),
+        name=f"sweep-worker-{slot}", daemon=True)
+    process.start()
+    child.close()
+    return {"process": process, "conn": parent, "task": None}
+
+  def run(self, tasks: list, on_start, on_done, tick, stop) -> None:
+    """Train `tasks` (launch.worker.Task); calls on_start(task), on_done(result) as runs start
+    and end, tick() about once a second. When stop() turns true, no new run starts and the
+    running ones are asked (SIGTERM) to checkpoint and stop."""
+    queue = list(tasks)
+    slots = [self._start(k) for k in range(min(self.workers, len(queue)))]
+    stopping = False
+    try:
+      while any(s["task"] is not None for s in slots) or (queue and not stopping):
+        if stop() and not stopping:
+          stopping = True
+          for s in slots:
+            if s["task"] is not None and s["process"].is_alive():
+              os.kill(s["process"].pid, signal.SIGTERM)
+        for k, s in enumerate(slots):
+          if s["task"] is None and queue and not stopping:
+            if not s["process"].is_alive():
+              slots[k] = s = self._start(k)
+            s["task"] = queue.pop(0)
+            s["conn"].send(s["task"])
+            on_start(s["task"])
+        busy = [s for s in slots if s["task"] is not None]
+        ready = multiprocessing.connection.wait(
+            [s["conn"] for s in busy] + [s["process"].sentinel for s in busy], timeout=1.0)
+        for s in busy:
+          if s["conn"] in ready or s["process"].sentinel in ready:
+            self._collect(s, on_done)
+        tick()
+    finally:
+      for s in slots:
+        if s["process"].is_alive() and s["task"] is None:
+          try:
+            s["conn"].send(None)
+          except (BrokenPipeError, OSError):
+            pass
+      deadline = time.time() + 30
+      for s in slots:
+        s["process"].join(timeout=max(0.1, deadline - time.time()))
+        if s["process"].is_alive():
+          s["process"].terminate()
+
+  def _collect(self, slot: dict, on_done) -> None:
+    task = slot["task"]
+    try:
+      result = slot["conn"].recv() if slot["conn"].poll() else None
+    except (EOFError, OSError):
+      result = None
+    if result is None:
+      slot["process"].join(timeout=5)
+      if slot["process"].is_alive():
+        return  # woken by something else; the result is still to come
+      code = slot["process"].exitcode
+      reason = f"the worker process died (exit code {code}) while training this run"
+      store.write_status(task.run_dir, "failed", reason=reason)
+      with open(os.path.join(task.run_dir, store.LOG), "a") as log:
+        log.write(f"run {task.run_id} failed: {reason}\n")
+      result = worker_lib.Result(task.run_id, "failed", reason)
+    slot["task"] = None
+    on_done(result)

@@ -1,0 +1,46 @@
+"""python -m launch status --workdir DIR: where a sweep stands.
+
+Counts of done / running / failed / pending runs (pending includes interrupted runs, which resume
+from their last checkpoint), the FLOPs done and an ETA at the speed of the finished runs, and for
+each failed run its reason and the last line of its log.
+"""
+
+import argparse
+
+from launch import sweep as sweep_lib
+from research import store
+
+
+def main(argv) -> int:
+  parser = argparse.ArgumentParser(prog="python -m launch status", description=__doc__.split("\n\n")[1])
+  parser.add_argument("--workdir", required=True, help="the sweep's folder")
+  args = parser.parse_args(argv)
+  store.check_workdir(args.workdir)
+  record = store.read_sweep(args.workdir)
+  states = store.states(args.workdir, record)
+  counts = {s: sum(v == s for v in states.values()) for s in store.STATES}
+  C = {r["run"]: r["C"] for r in record["runs"]}
+  done_flops = sum(C[r] if s == "finished" else min(
+      store.progress_flops(store.run_dir(args.workdir, r)), C[r]) for r, s in states.items())
+  pending = counts["pending"] + counts["interrupted"]
+  print(f"sweep {args.workdir} ({record['spec']}): {len(states)} runs: {counts['finished']} done, "
+        f"{counts['running']} running, {counts['failed']} failed, {pending} pending"
+        + (f" ({counts['interrupted']} interrupted, will resume)" if counts["interrupted"] else ""))
+  total = sum(C.values())
+  line = f"FLOPs {done_flops:.3e} of {total:.3e} ({done_flops / total:.0%})"
+  if counts["finished"] and counts["finished"] < len(states):
+    rate, overhead, _ = sweep_lib._rate(args.workdir, record, record.get("threads_per_run", 1))
+    left = sum((C[r] - (store.progress_flops(store.run_dir(args.workdir, r))
+                        if s != "finished" else C[r])) / rate + (overhead if s != "running" else 0)
+               for r, s in states.items() if s != "finished")
+    workers = max(1, counts["running"])
+    line += f"; ETA {sweep_lib._hms(left / workers)} at the finished runs' speed on {workers} worker(s)"
+  print(line)
+  for run, state in states.items():
+    if state == "failed":
+      folder = store.run_dir(args.workdir, run)
+      reason = (store.read_json(f"{folder}/{store.STATUS}") or {}).get("reason", "")
+      print(f"  failed {run}: {reason}\n    last log line: {store.last_log_line(folder)}")
+    elif state == "running":
+      print(f"  running {run}")
+  return 0

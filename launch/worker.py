@@ -1,0 +1,105 @@
+"""One run of a sweep, as any backend executes it: lock the run, log to its folder, train, record.
+
+`execute(task)` is what a local worker process or a cluster job calls; it never raises for a run
+that fails (the failure is recorded in the run's status.json with its reason, and returned), so
+one bad run does not stop the others.
+"""
+
+import contextlib
+import dataclasses
+import gc
+import os
+import sys
+import traceback
+
+from research import store
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  run_id: str
+  run_dir: str
+  config: dict          # research.config.to_dict of the run's config
+  study_path: str
+  wandb_group: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  run_id: str
+  status: str           # finished | failed | interrupted
+  reason: str = ""
+  summary: dict | None = None
+
+
+@contextlib.contextmanager
+def _output_to(path: str):
+  """stdout and stderr (the file descriptors, so XLA's own messages too) appended to `path`."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = os.dup(1), os.dup(2)
+  with open(path, "ab", buffering=0) as log:
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.dup2(saved[0], 1)
+      os.dup2(saved[1], 2)
+      os.close(saved[0])
+      os.close(saved[1])
+
+
+_MODULES: dict = {}
+
+
+def _study(path: str):
+  from research import config as config_lib
+  if path not in _MODULES:
+    _MODULES[path] = config_lib.load_module(path)
+  return _MODULES[path]
+
+
+def execute(task: Task, *, lock_timeout: float = 60.0) -> Result:
+  """Train one run of a sweep in this process, resuming its folder; the outcome as a Result."""
+  from research import config as config_lib
+  lock = store.RunLock(task.run_dir)
+  os.makedirs(task.run_dir, exist_ok=True)
+  if not lock.acquire(timeout=lock_timeout):
+    return Result(task.run_id, "failed", f"another process holds {lock.path}")
+  try:
+    with _output_to(os.path.join(task.run_dir, store.LOG)):
+      return _train(task, config_lib)
+  finally:
+    lock.release()
+    import jax
+    jax.clear_caches()  # compiled executables of this run; the persistent cache keeps them on disk
+    gc.collect()
+
+
+def _train(task: Task, config_lib) -> Result:
+  from launch import run as run_lib
+  from research.errors import UserError
+  from research.train import loop
+  store.write_status(task.run_dir, "running", pid=os.getpid())
+  try:
+    cfg = config_lib.from_dict(task.config)
+    summary = run_lib.run(cfg, _study(task.study_path), task.run_dir, progress=False,
+                          wandb_group=task.wandb_group)
+  except loop.NonFiniteLoss as e:
+    result = Result(task.run_id, "failed", f"training diverged: {e}")
+  except UserError as e:
+    result = Result(task.run_id, "failed", f"bad input: {e}")
+  except Exception as e:  # noqa: BLE001  (any crash of one run is recorded, not raised)
+    traceback.print_exc()
+    result = Result(task.run_id, "failed", f"{type(e).__name__}: {e}")
+  else:
+    status = "finished" if summary.get("status") == "finished" else "interrupted"
+    result = Result(task.run_id, status, "" if status == "finished" else summary["status"],
+                    summary)
+  if result.status == "failed":
+    print(f"run {task.run_id} failed: {result.reason}", file=sys.stderr)
+  store.write_status(task.run_dir, result.status, reason=result.reason)
+  return result
