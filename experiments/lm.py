@@ -159,7 +159,7 @@ def recipe(c) -> loop.Recipe:
       train_batch=lambda step: data.train_batch(step, B, L, token_budget=c.train.tokens),
       num_steps=steps,
       batch_size=B,
-      optimizer=optim.optimizer(c.train, steps),
+      optimizer=optim.optimizer(c.train),
       lr_schedule=optim.schedule(c.train, steps),
       flops_per_token=flops[c.tracking.flop_convention],
       compute_dtype=c.model.dtype,

@@ -12,6 +12,7 @@ from research import config as config_lib
 from research import store
 from research import study as study_lib
 from research.errors import UserError
+from research.fileio import atomic_write_json
 
 
 def parse(argv, prog="python -m launch run", description="Train one config; resumable."):
@@ -108,6 +109,7 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
   figure = plots.training_run(tracking.read_metrics(metrics, kind="train"),
                               tracking.read_metrics(metrics, kind="eval"), summary)
   paths = plots.save(figure, os.path.join(workdir, "curves"))
+  atomic_write_json(os.path.join(workdir, store.SUMMARY), summary)  # last: the run is finished
   log(format_summary(summary))
   log(f"  figures    {', '.join(paths)}")
   return summary

@@ -257,7 +257,11 @@ def _train(args, record: dict, todo: list[dict], workers: int, threads: int):
                   lambda: stop.received is not None)
     finally:
       progress.close()
-  print(f"trained {len(progress.done)} run(s) in {_hms(time.time() - start)}")
+  summaries = [store.summary(store.run_dir(args.workdir, r)) for r in progress.done]
+  compile_s = sum(s.get("compile_s", 0.0) for s in summaries)
+  busy_s = sum(s["wall_s"] for s in summaries)
+  print(f"trained {len(progress.done)} run(s) in {_hms(time.time() - start)} of wall time; "
+        f"the runs took {busy_s:.1f} s in all, {compile_s:.1f} s of it compiling")
   if stop.received:
     print(f"{stop.received}: stopped; running runs saved checkpoints. Run the same command again "
           "to resume.", file=sys.stderr)

@@ -52,6 +52,10 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(tuple(mesh.axis_names)))
 
 
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
 def param_spec(shape: tuple[int, ...], fsdp_axis: str, fsdp_size: int) -> P:
   """Split the largest dimension that fsdp_size divides; replicate scalars and the indivisible."""
   if fsdp_size == 1 or not shape:

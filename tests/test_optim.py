@@ -54,3 +54,68 @@ def test_bad_schedule_fields(field, value):
 def test_weight_decay_mask_spares_vectors():
   mask = optim.decay_mask({"kernel": np.zeros((2, 2)), "scale": np.zeros(2)})
   assert mask == {"kernel": True, "scale": False}
+
+
+def _tiny_problem():
+  import jax.numpy as jnp
+  params = {"kernel": jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32),
+            "scale": jnp.ones(3, jnp.float32)}
+
+  def loss_fn(p, batch, rng):
+    del rng
+    return jnp.mean((batch["x"] @ p["kernel"] * p["scale"] - 1.0) ** 2), {}
+
+  batch = {"x": jnp.asarray(np.random.default_rng(1).standard_normal((8, 4)), jnp.float32)}
+  return params, loss_fn, batch
+
+
+def test_host_learning_rate_equals_adamw_with_its_schedule():
+  """optimizer() at rate 1, scaled by the host's schedule table, is optax AdamW with the
+  schedule inside, bit for bit."""
+  import functools
+  import jax
+  import optax
+  from research.train import loop
+  from research.train.step import init_state, train_step
+  cfg, steps = train_cfg(schedule="cosine", lr=3e-3, warmup_steps=3), 12
+  params, loss_fn, batch = _tiny_problem()
+  reference = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(
+      optim.schedule(cfg, steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+      weight_decay=cfg.weight_decay, mask=optim.decay_mask))
+  recipe = loop.Recipe(init=lambda rng: params, loss=loss_fn, train_batch=None, num_steps=steps,
+                       batch_size=8, optimizer=optim.optimizer(cfg), flops_per_token=1.0,
+                       lr_schedule=optim.schedule(cfg, steps))
+  lrs = loop.learning_rates(recipe)
+  ours = init_state(recipe.init, recipe.optimizer, 0)
+  theirs = init_state(recipe.init, reference, 0)
+  step_ours = jax.jit(functools.partial(train_step, loss_fn=loss_fn, optimizer=recipe.optimizer))
+  step_theirs = jax.jit(functools.partial(train_step, loss_fn=loss_fn, optimizer=reference))
+  for s in range(steps):
+    ours, _ = step_ours(ours, batch, lrs[s])
+    theirs, _ = step_theirs(theirs, batch)
+  for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(theirs.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_allclose(lrs[[0, 3, 11]], [0.0, 3e-3, float(optim.schedule(cfg, steps)(11))])
+
+
+def test_compiled_step_does_not_depend_on_the_schedule():
+  """Two token budgets of one model in sweep-smoke lower to the same train step, so the sweep
+  compiles it once (the persistent cache serves the other budget)."""
+  import functools
+  import os
+  import jax
+  import jax.numpy as jnp
+  from research import config as config_lib
+  from research.train.step import init_state, train_step
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sweep_cfg, lm = config_lib.load(os.path.join(repo, "experiments/lm.py:sweep-smoke"))
+  runs = [r for r in lm.plan(sweep_cfg) if r.model.d_model == 16]
+  assert len({r.train.tokens for r in runs}) == 2
+  texts = []
+  for run in runs:
+    recipe = lm.recipe(run)
+    state = jax.eval_shape(functools.partial(init_state, recipe.init, recipe.optimizer, 0))
+    batch = jax.tree.map(jnp.asarray, recipe.train_batch(0))
+    step = jax.jit(functools.partial(train_step, loss_fn=recipe.loss, optimizer=recipe.optimizer))
+    texts.append(step.lower(state, batch, np.float32(0.5)).as_text())
+  assert texts[0] == texts[1]

@@ -21,7 +21,6 @@ import optax
 
 from research import accounting, checkpoint, parallel, tracking
 from research.errors import UserError, require
-from research.fileio import atomic_write_json
 from research.train.step import TrainState, all_finite, init_state, train_step
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -57,11 +56,11 @@ class Recipe:
   train_batch: Callable[[int], dict]               # step -> global batch of numpy arrays
   num_steps: int
   batch_size: int
-  optimizer: optax.GradientTransformation
+  optimizer: optax.GradientTransformation         # its updates are scaled by lr_schedule(step)
   flops_per_token: float                           # analytic training FLOPs per unit of aux "tokens"
   compute_dtype: str = "float32"
   evaluators: Sequence[Callable[[Any], dict]] = ()  # params -> {metric: value}
-  lr_schedule: Callable[[int], float] | None = None
+  lr_schedule: Callable | None = None              # step -> learning rate; None: 1
   facts: dict = dataclasses.field(default_factory=dict)  # static facts for the summary
   report: Report = Report()
 
@@ -174,13 +173,19 @@ def _check_finite(step: int, m: dict) -> None:
                         f"{step}")
 
 
-def _train_record(m: dict, recipe: Recipe, step: int, units: float, rate: float, peak: float,
-                  wall_s: float) -> dict:
+def learning_rates(recipe: Recipe) -> np.ndarray:
+  """float32[num_steps]: the schedule evaluated once on the host, for every step."""
+  if recipe.lr_schedule is None:
+    return np.ones(recipe.num_steps, np.float32)
+  steps = np.arange(recipe.num_steps, dtype=np.int32)
+  return np.asarray(jax.jit(recipe.lr_schedule)(steps), np.float32)
+
+
+def _train_record(m: dict, recipe: Recipe, units: float, rate: float, peak: float,
+                  wall_s: float, lr: float) -> dict:
   record = {k: float(v) for k, v in m.items()}
   record.update(tokens=units, flops=units * recipe.flops_per_token, tokens_per_s=rate,
-                mfu=accounting.mfu(recipe.flops_per_token, rate, peak), wall_s=wall_s)
-  if recipe.lr_schedule is not None:
-    record["lr"] = float(recipe.lr_schedule(step))
+                mfu=accounting.mfu(recipe.flops_per_token, rate, peak), wall_s=wall_s, lr=lr)
   return record
 
 
@@ -188,7 +193,7 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str, *,
           progress: bool | None = None, wandb_group: str | None = None) -> dict:
   """Train to `recipe.num_steps`, resuming from `workdir` if it holds checkpoints.
 
-  Returns the summary (also written to workdir/summary.json) of a finished run, or
+  Returns the summary of a finished run (the caller writes it, last, to summary.json), or
   {"status": "interrupted by SIG..."} when a signal stopped it after saving a checkpoint.
   `progress` overrides the config's progress bar; `wandb_group` groups the runs of a sweep.
   """
@@ -215,8 +220,9 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
   wall = lambda: wall_offset + time.time() - wall_start  # noqa: E731
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer),
-                    in_shardings=(shardings, batch_sh), out_shardings=(shardings, None),
-                    donate_argnums=0)
+                    in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
+                    out_shardings=(shardings, None), donate_argnums=0)
+  lrs = learning_rates(recipe)
   finite_fn = jax.jit(all_finite)
   if cfg.tracking.peak_flops > 0:
     peak, peak_source = cfg.tracking.peak_flops, "config tracking.peak_flops"
@@ -247,14 +253,16 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
     with StopSignal() as stop:
       for step in range(start, recipe.num_steps + 1):
         if step < recipe.num_steps:
-          new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh))
+          new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh),
+                                       lrs[step])
         if pending is not None:  # the previous step's metrics, read while this one runs
           prev_step, m = pending[0], jax.device_get(pending[1])
           _check_finite(prev_step, m)
           units += float(m.get("tokens", 0.0))
           meter.add(float(m.get("tokens", 0.0)))
           if prev_step % cfg.loop.log_every == 0 or prev_step == recipe.num_steps - 1:
-            record = _train_record(m, recipe, prev_step, units, meter.rate(), peak, wall())
+            record = _train_record(m, recipe, units, meter.rate(), peak, wall(),
+                                   float(lrs[prev_step]))
             tracker.write(prev_step, record, kind="train")
             tracker.progress(prev_step + 1, {"loss": f"{record['loss']:.4f}",
                                              "tok/s": f"{record['tokens_per_s']:,.0f}",
@@ -302,5 +310,4 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
       "report": dataclasses.asdict(recipe.report),
       **recipe.facts,
   }
-  atomic_write_json(os.path.join(workdir, "summary.json"), summary)
   return summary

@@ -59,8 +59,13 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def optimizer(train_cfg, num_steps: int) -> optax.GradientTransformation:
-  adamw = optax.adamw(schedule(train_cfg, num_steps), b1=train_cfg.b1, b2=train_cfg.b2,
+def optimizer(train_cfg) -> optax.GradientTransformation:
+  """AdamW (decoupled weight decay on matrices) with clipping, for a learning rate of 1.
+
+  The loop multiplies its updates by `schedule(...)(step)` (see research.train.step.train_step),
+  which is AdamW with that learning rate: -lr (adam + wd p).
+  """
+  adamw = optax.adamw(1.0, b1=train_cfg.b1, b2=train_cfg.b2,
                       eps=train_cfg.eps, weight_decay=train_cfg.weight_decay, mask=decay_mask)
   if train_cfg.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), adamw)

@@ -26,11 +26,18 @@ def init_state(init_fn, optimizer: optax.GradientTransformation, seed: int) -> T
                     opt_state=optimizer.init(params), rng=jax.random.key_data(train_rng))
 
 
-def train_step(state: TrainState, batch: dict, *, loss_fn: LossFn,
+def train_step(state: TrainState, batch: dict, lr=1.0, *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
+  """One optimizer step; the optimizer's updates are multiplied by `lr`.
+
+  The loop passes the step's learning rate as an argument (the optimizer is built for a rate of
+  1), so the compiled step does not depend on the schedule or the number of steps: runs of one
+  model at several token budgets share one compiled step (and the persistent cache entry).
+  """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: u * jnp.asarray(lr, u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
