@@ -15,7 +15,7 @@ from research.errors import UserError
 from research.fileio import atomic_write_json
 
 
-def parse(argv, prog="python -m launch run", description="Train one config; resumable."):
+def make_parser(prog="python -m launch run", description="Train one config; resumable."):
   parser = argparse.ArgumentParser(
       prog=prog, description=description,
       epilog="Override any config field with --config.FIELD=VALUE, e.g. --config.model.d_model=256")
@@ -116,7 +116,7 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
 
 
 def main(argv) -> int:
-  parser = parse(argv)
+  parser = make_parser()
   args, rest = parser.parse_known_args(argv)
   cfg, study = config_lib.load(args.config, split_overrides(parser, rest))
   if study_lib.is_sweep(cfg):

@@ -24,7 +24,7 @@ OVERHEAD_S = 8.0         # guessed start-up and compile seconds per run, likewis
 
 
 def _parser():
-  parser = run_lib.parse([], prog="python -m launch sweep",
+  parser = run_lib.make_parser(prog="python -m launch sweep",
                          description="Train a study's sweep preset, then analyse it; resumable.")
   parser.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
   parser.add_argument("--backend", default="local", help=f"where runs train: {', '.join(BACKENDS)}")
