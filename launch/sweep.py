@@ -19,8 +19,8 @@ from research import study as study_lib
 from research.errors import UserError
 
 BACKENDS = ("local",)
-MFU_PRIOR = 0.1          # guessed share of the measured matmul peak, before any run finished here
-OVERHEAD_S = 8.0         # guessed start-up and compile seconds per run, likewise
+MFU_PRIOR = 0.25         # guessed share of the measured matmul peak, before any run finished here
+OVERHEAD_S = 6.0         # guessed start-up and compile seconds per run, likewise
 
 
 def _parser():
