@@ -171,12 +171,14 @@ def recipe(c) -> loop.Recipe:
 # Sweeps.
 
 def size(c) -> dict:
-  """N (total), N_nonemb, D (tokens), C (FLOPs under tracking.flop_convention) of one run."""
+  """N (total), N_nonemb, D (tokens), C (FLOPs under tracking.flop_convention) and the number of
+  steps of one run."""
   mcfg = model_config(c)
   counts = transformer.param_counts(mcfg)
   flops = transformer.train_flops_per_token(mcfg, c.train.seq_len, c.tracking.flop_convention)
   return dict(N=counts.total, N_nonemb=counts.non_embedding, D=c.train.tokens,
-              C=float(c.train.tokens) * flops, flop_convention=c.tracking.flop_convention)
+              C=float(c.train.tokens) * flops, flop_convention=c.tracking.flop_convention,
+              steps=num_steps(c))
 
 
 def plan(c) -> list[ml_collections.ConfigDict]:

@@ -6,6 +6,7 @@ each failed run its reason and the last line of its log.
 """
 
 import argparse
+import os
 
 from launch import sweep as sweep_lib
 from research import store
@@ -36,11 +37,33 @@ def main(argv) -> int:
     workers = max(1, counts["running"])
     line += f"; ETA {sweep_lib._hms(left / workers)} at the finished runs' speed on {workers} worker(s)"
   print(line)
+  queue = _queue(args.workdir)
+  if queue:
+    counts_q = {}
+    for q in queue.values():
+      counts_q[q] = counts_q.get(q, 0) + 1
+    print("Slurm: " + ", ".join(f"{n} {q.lower()}" for q, n in sorted(counts_q.items()))
+          + " (the newest job of each submitted run)")
   for run, state in states.items():
+    if run in queue and state != "finished":
+      print(f"  {queue[run].lower()} {run} (job {_job(args.workdir, run)})")
     if state == "failed":
       folder = store.run_dir(args.workdir, run)
       reason = (store.read_json(f"{folder}/{store.STATUS}") or {}).get("reason", "")
       print(f"  failed {run}: {reason}\n    last log line: {store.last_log_line(folder)}")
-    elif state == "running":
+    elif state == "running" and run not in queue:
       print(f"  running {run}")
   return 0
+
+
+def _queue(workdir: str) -> dict:
+  """{run id: Slurm state} when the sweep was submitted to Slurm, else {}."""
+  if not os.path.exists(os.path.join(workdir, "slurm", "jobs.json")):
+    return {}
+  from launch import slurm
+  return slurm.queue_states(workdir)
+
+
+def _job(workdir: str, run: str) -> str:
+  from launch import slurm
+  return slurm.read_jobs(workdir)["runs"][run]["job"]

@@ -18,7 +18,7 @@ from research import store
 from research import study as study_lib
 from research.errors import UserError
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "slurm")
 MFU_PRIOR = 0.25         # guessed share of the measured matmul peak, before any run finished here
 OVERHEAD_S = 6.0         # guessed start-up and compile seconds per run, likewise
 
@@ -34,6 +34,21 @@ def _parser():
                       help="threads (cores) per run, fixed by the plan (default 1)")
   parser.add_argument("--extend", action="store_true",
                       help="add this plan's new runs to a sweep folder of another plan")
+  slurm = parser.add_argument_group("--backend slurm (see docs/slurm.md)")
+  slurm.add_argument("--partition", help="Slurm partition")
+  slurm.add_argument("--time", default="1:00:00", help="time limit per array task, [D-]HH:MM:SS")
+  slurm.add_argument("--gpus-per-run", type=int, default=0)
+  slurm.add_argument("--cpus-per-run", type=int, default=None,
+                     help="CPUs per array task (default: --threads-per-worker)")
+  slurm.add_argument("--mem", help="memory per node, e.g. 16G")
+  slurm.add_argument("--account")
+  slurm.add_argument("--qos")
+  slurm.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                     help="any other sbatch option, e.g. constraint=a100 (repeatable)")
+  slurm.add_argument("--runs-per-task", type=int, default=1,
+                     help="runs trained one after another by each array task (pack small runs)")
+  slurm.add_argument("--wait", action="store_true",
+                     help="follow the jobs with a progress bar until the analysis has run")
   return parser
 
 
@@ -216,11 +231,14 @@ def main(argv) -> int:
   if args.dry_run:
     print("dry run: nothing trained, nothing written")
     return 0
-  if any(s == "running" for s in states.values()):
+  slurm_options = _slurm_options(args, record, threads) if args.backend == "slurm" else None
+  if slurm_options is None and any(s == "running" for s in states.values()):
     raise UserError(f"another process is training runs of {args.workdir} "
                     f"({', '.join(r for r, s in states.items() if s == 'running')}); wait for it "
                     f"or stop it first (python -m launch status --workdir {args.workdir})")
   store.write_sweep(args.workdir, record)
+  if slurm_options is not None:
+    return _submit_slurm(args, record, slurm_options, threads, module)
   states = store.states(args.workdir, record)
   todo = [r for r in record["runs"] if states[r["run"]] != "finished"]
   counts = {s: sum(v == s for v in states.values()) for s in store.STATES}
@@ -238,6 +256,94 @@ def main(argv) -> int:
       print(f"  {result.run_id}: {result.reason}", file=sys.stderr)
     return 1
   return 0
+
+
+def _slurm_options(args, record: dict, threads: int):
+  """Checked Slurm options, before anything is written or submitted."""
+  from launch import slurm
+  slurm.check_available()
+  if args.runs_per_task < 1:
+    raise UserError(f"--runs-per-task {args.runs_per_task}: must be at least 1")
+  if args.gpus_per_run < 0:
+    raise UserError(f"--gpus-per-run {args.gpus_per_run}: must be 0 or more")
+  options = slurm.Options(partition=args.partition, time_min=slurm.parse_time(args.time),
+                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                          mem=args.mem, account=args.account, qos=args.qos,
+                          extra=slurm.parse_extra(args.slurm_extra),
+                          runs_per_task=args.runs_per_task)
+  limit_s = options.time_min * 60
+  if limit_s <= slurm.SIGNAL_DELAY_S + OVERHEAD_S:
+    raise UserError(f"--time {args.time}: Slurm signals a job {slurm.SIGNAL_DELAY_S} s before "
+                    "its time limit so that the run can checkpoint; give it more than "
+                    f"{(slurm.SIGNAL_DELAY_S + OVERHEAD_S) / 60:.0f} minutes")
+  if not options.gpus_per_run:  # on CPUs this machine's speed is a fair guess
+    rate, overhead, basis = _rate(args.workdir, record, threads)
+    for r in record["runs"]:
+      every = r["config"]["loop"]["checkpoint_every"]
+      interval_s = r["C"] / rate * min(1.0, every / max(r.get("steps", every), 1)) + overhead
+      if interval_s > limit_s - slurm.SIGNAL_DELAY_S:
+        raise UserError(
+            f"--time {args.time}: run {r['run']} needs about {interval_s:.0f} s to reach a "
+            f"checkpoint (every {every} steps; {basis}), more than the {limit_s:.0f} s limit "
+            f"allows before Slurm's signal; raise --time or lower loop.checkpoint_every")
+  slurm.test_submission(options, threads)
+  return options
+
+
+def _submit_slurm(args, record: dict, options, threads: int, module) -> int:
+  """Submit what has neither finished nor is queued; with --wait, follow it to the end."""
+  from launch import slurm, worker
+  states = store.states(args.workdir, record)
+  queue = slurm.queue_states(args.workdir)
+  queued = {r for r, q in queue.items() if q in slurm.QUEUED and states[r] != "finished"}
+  todo = [r for r in record["runs"] if states[r["run"]] != "finished" and r["run"] not in queued]
+  print(f"sweep {args.workdir}: {sum(s == 'finished' for s in states.values())} finished, "
+        f"{len(queued)} queued, {len(todo)} to submit")
+  if todo:
+    tasks = [worker.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
+                         r["config"], record["study"], record["name"]) for r in todo]
+    jobs = slurm.submit(args.workdir, record, tasks, options, threads)
+    print(f"submitted array {jobs['array']} ({len(tasks)} runs, {options.runs_per_task} per "
+          f"task) and analysis job {jobs['analysis']} after it; logs in "
+          f"{args.workdir}/runs/<id>/log.txt and {args.workdir}/slurm/")
+  if not args.wait:
+    print(f"follow it with: python -m launch status --workdir {args.workdir}")
+    return 0
+  return _follow_slurm(args.workdir, record)
+
+
+def _follow_slurm(workdir: str, record: dict) -> int:
+  """Poll the store and the queue until no run is queued and the analysis job has ended."""
+  import submitit
+
+  from launch import slurm
+  todo = [r["run"] for r in record["runs"]
+          if store.run_state(store.run_dir(workdir, r["run"])) != "finished"]
+  progress = _Progress(workdir, record, todo)
+  analysis = slurm.read_jobs(workdir)["analysis"]
+  folder = os.path.join(workdir, "slurm")
+  try:
+    while True:
+      time.sleep(2)
+      for run in list(progress.todo - progress.done):
+        if store.run_state(store.run_dir(workdir, run)) == "finished":
+          progress.done.add(run)
+          progress.finished += 1
+      progress.tick()
+      queue = slurm.queue_states(workdir)
+      busy = [r for r, q in queue.items() if q in slurm.QUEUED]
+      last = submitit.SlurmJob(folder, analysis[-1]["job"]).state if analysis else "COMPLETED"
+      if not busy and last not in slurm.QUEUED + ("UNKNOWN",):
+        break
+  finally:
+    progress.close()
+  states = store.states(workdir, record)
+  failed = [r for r, s in states.items() if s != "finished"]
+  print(f"jobs done: {len(states) - len(failed)} runs finished; analysis job {last}")
+  for run in failed:
+    folder = store.run_dir(workdir, run)
+    print(f"  not finished {run}: {store.last_log_line(folder)}", file=sys.stderr)
+  return 1 if failed else 0
 
 
 def _train(args, record: dict, todo: list[dict], workers: int, threads: int):

@@ -48,7 +48,8 @@ class SweepStudy(Study, Protocol):
 
   def size(self, cfg: ml_collections.ConfigDict) -> dict:
     """One run's analytic size without data or compilation: N (total parameters), N_nonemb,
-    D (training tokens or other units), C (training FLOPs) and flop_convention."""
+    D (training tokens or other units), C (training FLOPs), flop_convention, and optionally
+    steps (the Slurm backend checks a time limit against the checkpoint interval with it)."""
 
   def analyze(self, workdir: str) -> dict:
     """Reads the finished runs of the sweep in `workdir` (research.store), writes runs.csv and the

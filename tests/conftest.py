@@ -41,3 +41,13 @@ def require_shared(*parts: str) -> pathlib.Path:
 @pytest.fixture
 def shared_data():
   return require_shared
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+  """The README's sweep, experiments/lm.py:sweep-smoke, as a user runs it (local backend)."""
+  import sweep_helpers
+  workdir = tmp_path_factory.mktemp("sweep") / "sweep-smoke"
+  code, out = sweep_helpers.run("sweep", *sweep_helpers.sweep_args(sweep_helpers.SMOKE, workdir))
+  assert code == 0, out
+  return workdir, out

@@ -96,17 +96,23 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
   assert summary(killed)["tokens"] == summary(full)["tokens"]
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
-  proc = launch_tiny(tmp_path, 400, "loop.checkpoint_every=1000", stdout=subprocess.PIPE,
+def test_sigterm_saves_and_exits_cleanly_then_resumes_without_a_gap(tmp_path):
+  killed = tmp_path / "killed"
+  proc = launch_tiny(killed, 400, "loop.checkpoint_every=1000", stdout=subprocess.PIPE,
                      stderr=subprocess.STDOUT, text=True)
-  _wait_for_step(tmp_path, 5, proc)
+  _wait_for_step(killed, 5, proc)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
   assert "SIGTERM: saved the checkpoint at step" in out
-  saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  saved = [int(d) for d in os.listdir(killed / "checkpoints") if d.isdigit()]
   assert saved and 5 <= max(saved) < 400
-  assert not os.path.exists(tmp_path / "summary.json")
+  assert not os.path.exists(killed / "summary.json")
+  assert sorted(losses(killed)) == list(range(max(saved)))  # every step before the checkpoint
+  assert run_tiny(killed, 400, "loop.checkpoint_every=1000") == 0
+  full = tmp_path / "full"
+  assert run_tiny(full, 400, "loop.checkpoint_every=1000") == 0
+  assert losses(killed) == losses(full)
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path):

@@ -19,15 +19,6 @@ REQUIRED = ("run", "N", "N_nonemb", "D", "C", "flop_convention", "train_loss", "
             "wall_s", "status")
 
 
-@pytest.fixture(scope="module")
-def smoke_sweep(tmp_path_factory):
-  """The README's sweep: experiments/lm.py:sweep-smoke, as a user runs it."""
-  workdir = tmp_path_factory.mktemp("sweep") / "sweep-smoke"
-  code, out = sh.run("sweep", *sh.sweep_args(sh.SMOKE, workdir))
-  assert code == 0, out
-  return workdir, out
-
-
 def test_smoke_sweep_writes_runs_fit_and_figures(smoke_sweep):
   workdir, out = smoke_sweep
   assert "8 runs, C = " in out and "trained 8 run(s)" in out

@@ -91,7 +91,7 @@ def plan(c) -> list[ml_collections.ConfigDict]:
 def size(c) -> dict:
   d = c.train.steps * c.train.batch_size
   return dict(N=c.model.width, N_nonemb=c.model.width, D=d, C=6.0 * c.model.width * d,
-              flop_convention="6N")
+              flop_convention="6N", steps=c.train.steps)
 
 
 def analyze(workdir: str) -> dict:

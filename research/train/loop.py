@@ -249,6 +249,22 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
 
   pending, last_eval, status = None, {}, "finished"
   meter = _Throughput()
+
+  def record_metrics(prev_step: int, metrics) -> float:
+    """Check and log one step's metrics (fetched from the device); returns its units."""
+    m = jax.device_get(metrics)
+    _check_finite(prev_step, m)
+    meter.add(float(m.get("tokens", 0.0)))
+    if prev_step % cfg.loop.log_every == 0 or prev_step == recipe.num_steps - 1:
+      record = _train_record(m, recipe, units + float(m.get("tokens", 0.0)), meter.rate(), peak,
+                             wall(), float(lrs[prev_step]))
+      tracker.write(prev_step, record, kind="train")
+      tracker.progress(prev_step + 1, {"loss": f"{record['loss']:.4f}",
+                                       "tok/s": f"{record['tokens_per_s']:,.0f}",
+                                       "mfu": f"{record['mfu']:.1%}"})
+      meter.reset()
+    return float(m.get("tokens", 0.0))
+
   try:
     with StopSignal() as stop:
       for step in range(start, recipe.num_steps + 1):
@@ -256,32 +272,25 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
           new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh),
                                        lrs[step])
         if pending is not None:  # the previous step's metrics, read while this one runs
-          prev_step, m = pending[0], jax.device_get(pending[1])
-          _check_finite(prev_step, m)
-          units += float(m.get("tokens", 0.0))
-          meter.add(float(m.get("tokens", 0.0)))
-          if prev_step % cfg.loop.log_every == 0 or prev_step == recipe.num_steps - 1:
-            record = _train_record(m, recipe, units, meter.rate(), peak, wall(),
-                                   float(lrs[prev_step]))
-            tracker.write(prev_step, record, kind="train")
-            tracker.progress(prev_step + 1, {"loss": f"{record['loss']:.4f}",
-                                             "tok/s": f"{record['tokens_per_s']:,.0f}",
-                                             "mfu": f"{record['mfu']:.1%}"})
-            meter.reset()
+          units += record_metrics(*pending)
+          pending = None
         if step == recipe.num_steps:
           break
         state, pending, done = new_state, (step, metrics), step + 1
         if done % cfg.loop.eval_every == 0 and done < recipe.num_steps:
           last_eval = evaluate(done, state)
-        if stop.received or (done % cfg.loop.checkpoint_every == 0 and done < recipe.num_steps):
-          # `units` covers the steps before this one, whose metrics are still pending
-          save(done, state, units + float(jax.device_get(metrics.get("tokens", 0.0))))
-        if stop.received:
+        if stop.received:  # this step's metrics first, so the resumed run's log has no gap
+          units += record_metrics(*pending)
+          pending = None
+          save(done, state, units)
           status = f"interrupted by {stop.received}"
           tracker.event("stopped", step=done, signal=stop.received)
           tracker.message(f"{stop.received}: saved the checkpoint at step {done}; "
                           "run the same command again to resume")
           break
+        if done % cfg.loop.checkpoint_every == 0 and done < recipe.num_steps:
+          # `units` covers the steps before this one, whose metrics are still pending
+          save(done, state, units + float(jax.device_get(metrics.get("tokens", 0.0))))
     if status == "finished":
       last_eval = evaluate(recipe.num_steps, state)
       save(recipe.num_steps, state, units)

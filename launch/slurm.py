@@ -1,0 +1,208 @@
+"""The Slurm backend: a sweep's runs as a job array through submitit, then an analysis job.
+
+Each array task trains `--runs-per-task` runs one after another (`launch.worker.execute`, the same
+function the local pool calls), pinned to the cores Slurm gave it, with the sweep's persistent
+compilation cache. The analysis job depends on the array (`afterany`) and calls the study's
+`analyze`. Jobs are recorded in DIR/slurm/jobs.json, so `launch status` can read their queue
+state and a second launch submits only runs that have neither finished nor are queued.
+
+Preemption and time limits: Slurm signals a job (SIGUSR2, `--signal` set by submitit 90 s before
+the time limit; SIGTERM on `scontrol requeue` or preemption). The running run saves an Orbax
+checkpoint and stops; on SIGUSR2 submitit's own handler then checkpoints the task (`checkpoint`
+returns the same task) and requeues it. The requeued task skips finished runs and resumes the
+interrupted one from its checkpoint.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+from launch import worker as worker_lib
+from research import store
+from research.errors import UserError
+
+JOBS = "jobs.json"
+QUEUED = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
+          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT")
+SIGNAL_DELAY_S = 90
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  partition: str | None = None
+  time_min: int = 60
+  gpus_per_run: int = 0
+  cpus_per_run: int | None = None
+  mem: str | None = None
+  account: str | None = None
+  qos: str | None = None
+  nodes: int = 1
+  extra: tuple = ()              # (KEY, VALUE) pairs for sbatch
+  runs_per_task: int = 1
+
+
+def parse_time(text: str) -> int:
+  """Slurm's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) -> whole minutes."""
+  match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+  if not match:
+    raise UserError(f"--time {text!r}: give minutes or Slurm's [D-]HH:MM:SS")
+  days, a, b, c = (int(g) if g else None for g in match.groups())
+  if days is not None:
+    hours, minutes, seconds = a, b or 0, c or 0
+  elif c is not None:
+    hours, minutes, seconds = a, b, c
+  elif b is not None:
+    hours, minutes, seconds = 0, a, b
+  else:
+    hours, minutes, seconds = 0, a, 0
+  total = (days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+  if total < 1:
+    raise UserError(f"--time {text!r}: must be at least one minute")
+  return total
+
+
+def parse_extra(items) -> tuple:
+  pairs = []
+  for item in items or ():
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise UserError(f"--slurm-extra {item!r}: give KEY=VALUE, e.g. constraint=a100")
+    pairs.append((key.strip().lstrip("-").replace("-", "_"), value))
+  return tuple(pairs)
+
+
+def check_available() -> None:
+  if shutil.which("sbatch") is None:
+    raise UserError("--backend slurm needs Slurm's sbatch on PATH, and it is not there; run on a "
+                    "cluster's login node, or use --backend local")
+  if importlib.util.find_spec("submitit") is None:
+    raise UserError("--backend slurm needs the submitit package: pip install submitit")
+
+
+def _executor(folder: str, options: Options, threads: int, name: str, **more):
+  import submitit
+  executor = submitit.SlurmExecutor(folder=folder)
+  params = dict(job_name=name, time=options.time_min, nodes=options.nodes, ntasks_per_node=1,
+                cpus_per_task=options.cpus_per_run or threads, signal_delay_s=SIGNAL_DELAY_S,
+                additional_parameters=dict(options.extra), **more)
+  for key in ("partition", "mem", "account", "qos"):
+    if getattr(options, key):
+      params[key] = getattr(options, key)
+  if options.gpus_per_run:
+    params["gpus_per_node"] = options.gpus_per_run
+  executor.update_parameters(**params)
+  return executor
+
+
+def test_submission(options: Options, threads: int) -> None:
+  """`sbatch --test-only` with the sweep's parameters: Slurm's refusal as one line, nothing
+  submitted."""
+  args = ["sbatch", "--test-only", f"--time={options.time_min}", f"--nodes={options.nodes}",
+          f"--cpus-per-task={options.cpus_per_run or threads}"]
+  for key in ("partition", "mem", "account", "qos"):
+    if getattr(options, key):
+      args.append(f"--{key}={getattr(options, key)}")
+  if options.gpus_per_run:
+    args.append(f"--gpus-per-node={options.gpus_per_run}")
+  args += [f"--{k.replace('_', '-')}={v}" for k, v in options.extra]
+  done = subprocess.run(args + ["--wrap", "true"], capture_output=True, text=True)
+  if done.returncode != 0:
+    lines = [l.strip() for l in (done.stderr or done.stdout).splitlines() if l.strip()]
+    raise UserError(f"Slurm refused the job: {lines[-1] if lines else done.returncode}")
+
+
+class SlurmRuns:
+  """One array task: train its runs in order; checkpointable, so submitit can requeue it."""
+
+  def __init__(self, tasks: list, threads: int, cache_dir: str):
+    self.tasks, self.threads, self.cache_dir = list(tasks), threads, cache_dir
+    self._stop = None
+
+  def __call__(self) -> dict:
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:self.threads])  # the plan's thread count, on Slurm's cores
+    import jax
+    jax.config.update("jax_compilation_cache_dir", self.cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    submitit_usr2 = signal.getsignal(signal.SIGUSR2)
+    signal.signal(signal.SIGUSR2, self._usr2)      # time limit soon, or preemption
+    signal.signal(signal.SIGTERM, self._term)      # scontrol requeue, scancel, preemption
+    outcome = {}
+    for task in self.tasks:
+      if self._stop:
+        break
+      if store.run_state(task.run_dir) == "finished":
+        outcome[task.run_id] = "finished"
+        continue
+      outcome[task.run_id] = worker_lib.execute(task).status
+      if outcome[task.run_id] == "interrupted":  # a signal reached the training loop
+        self._stop = self._stop or "SIGTERM"
+    if self._stop == "SIGUSR2" and callable(submitit_usr2):
+      submitit_usr2(signal.SIGUSR2, None)  # submitit: checkpoint() and requeue, then exit
+    return outcome
+
+  def _usr2(self, signum, frame) -> None:
+    self._stop = "SIGUSR2"
+    os.kill(os.getpid(), signal.SIGTERM)  # the training loop saves a checkpoint and stops
+
+  def _term(self, signum, frame) -> None:
+    self._stop = self._stop or "SIGTERM"
+
+  def checkpoint(self, *args, **kwargs):
+    import submitit
+    return submitit.helpers.DelayedSubmission(SlurmRuns(self.tasks, self.threads, self.cache_dir))
+
+
+def _analyze(workdir: str) -> dict:
+  from launch import sweep as sweep_lib
+  return sweep_lib.analyze(workdir)
+
+
+def read_jobs(workdir: str) -> dict:
+  return store.read_json(os.path.join(workdir, "slurm", JOBS)) or {"runs": {}, "analysis": []}
+
+
+def queue_states(workdir: str) -> dict[str, str]:
+  """{run id: Slurm state of its newest job} for runs with a recorded job."""
+  import submitit
+  jobs = read_jobs(workdir)
+  folder = os.path.join(workdir, "slurm")
+  out = {}
+  for run_id, entry in jobs["runs"].items():
+    state = submitit.SlurmJob(folder, entry["job"]).state
+    if state == "UNKNOWN" and time.time() - entry["time"] < 300:
+      state = "PENDING"  # just submitted: sacct may not list it yet
+    out[run_id] = state
+  return out
+
+
+def submit(workdir: str, record: dict, tasks: list, options: Options, threads: int) -> dict:
+  """Submits the tasks as an array (runs_per_task runs each) and the analysis job after it.
+
+  Returns {"array": id, "analysis": id, "runs": {run id: job id}}; records them in jobs.json."""
+  from research.fileio import atomic_write_json
+  folder = os.path.join(workdir, "slurm")
+  cache = os.path.join(os.path.abspath(workdir), ".cache", "jax")
+  chunks = [tasks[i:i + options.runs_per_task]
+            for i in range(0, len(tasks), options.runs_per_task)]
+  executor = _executor(folder, options, threads, f"sweep-{record['name']}")
+  with executor.batch():
+    jobs = [executor.submit(SlurmRuns(chunk, threads, cache)) for chunk in chunks]
+  array_id = jobs[0].job_id.split("_")[0]
+  after = _executor(folder, dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1),
+                    1, f"analyze-{record['name']}", dependency=f"afterany:{array_id}")
+  analysis = after.submit(_analyze, os.path.abspath(workdir))
+  entries = read_jobs(workdir)
+  now = time.time()
+  for job, chunk in zip(jobs, chunks):
+    for task in chunk:
+      entries["runs"][task.run_id] = {"job": job.job_id, "time": now}
+  entries["analysis"].append({"job": analysis.job_id, "time": now})
+  atomic_write_json(os.path.join(folder, JOBS), entries)
+  return {"array": array_id, "analysis": analysis.job_id,
+          "runs": {t.run_id: j.job_id for j, c in zip(jobs, chunks) for t in c}}

@@ -1,0 +1,144 @@
+"""The Slurm backend against a real single-node cluster (slurmctld, slurmd, slurmdbd, MariaDB).
+
+The cluster is started once for this module (tests/slurm_cluster.py). Where Slurm is not
+installed these tests skip; in CI (SCALING_LAB_REQUIRE_SHARED=1) that is a failure.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+import slurm_cluster
+import sweep_helpers as sh
+from launch.__main__ import main
+from lm_helpers import losses
+
+REQUEUE_PLAN = ("--config.sweep.d_models=(16,)", "--config.sweep.tokens=(163840,)",
+                "--config.loop.checkpoint_every=5", "--config.loop.log_every=1")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+  missing = slurm_cluster.missing_programs()
+  if missing:
+    message = (f"Slurm is not installed ({', '.join(missing)} missing; .ci/run installs Debian's "
+               "slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
+    if os.environ.get("SCALING_LAB_REQUIRE_SHARED") == "1":
+      pytest.fail(message + " (SCALING_LAB_REQUIRE_SHARED=1)")
+    pytest.skip(message)
+  folder = tmp_path_factory.mktemp("slurm")
+  env = slurm_cluster.start(str(folder))
+  previous = os.environ.get("SLURM_CONF")
+  os.environ["SLURM_CONF"] = env["SLURM_CONF"]
+  yield env
+  slurm_cluster.stop(str(folder))
+  if previous is None:
+    os.environ.pop("SLURM_CONF", None)
+  else:
+    os.environ["SLURM_CONF"] = previous
+
+
+def _slurm_args(spec, workdir, *extra):
+  return sh.sweep_args(spec, workdir, "--backend", "slurm", "--time", "10", *extra)
+
+
+def _job_of(workdir, run: str) -> str:
+  return json.loads((workdir / "slurm" / "jobs.json").read_text())["runs"][run]["job"]
+
+
+def test_smoke_sweep_through_slurm_matches_the_local_backend(slurm, smoke_sweep, tmp_path):
+  workdir = tmp_path / "sweep-smoke"
+  code, out = sh.run("sweep", *_slurm_args(sh.SMOKE, workdir, "--wait"))
+  assert code == 0, out
+  assert "submitted array" in out and "analysis job COMPLETED" in out, out
+  ours = pd.read_csv(workdir / "runs.csv").drop(columns="wall_s")
+  local = pd.read_csv(smoke_sweep[0] / "runs.csv").drop(columns="wall_s")
+  pd.testing.assert_frame_equal(ours, local)  # the same runs, bit for bit
+  for run in ours.run:
+    assert (workdir / "runs" / run / "log.txt").exists()
+  analysis_log = [p for p in (workdir / "slurm").iterdir() if p.name.endswith("_log.out")]
+  assert any("analysis (" in p.read_text() for p in analysis_log)
+
+  code, out = sh.run("sweep", *_slurm_args(sh.SMOKE, workdir))
+  assert code == 0, out
+  assert "8 finished, 0 queued, 0 to submit" in out and "submitted array" not in out
+  code, out = sh.run("status", "--workdir", str(workdir))
+  assert code == 0 and "8 done" in out and "Slurm: 8 completed" in out, out
+
+
+def _wait_for(condition, timeout=180):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if condition():
+      return
+    time.sleep(0.2)
+  raise AssertionError("condition not reached in time")
+
+
+def test_scontrol_requeue_resumes_from_the_checkpoint(slurm, tmp_path):
+  reference = tmp_path / "local"
+  code, out = sh.run("sweep", *sh.sweep_args(sh.SMOKE, reference, *REQUEUE_PLAN))
+  assert code == 0, out
+  workdir = tmp_path / "slurm"
+  code, out = sh.run("sweep", *_slurm_args(sh.SMOKE, workdir, *REQUEUE_PLAN))
+  assert code == 0, out
+  run = json.loads((workdir / "sweep.json").read_text())["runs"][0]["run"]
+  folder = workdir / "runs" / run
+  code, status = sh.run("status", "--workdir", str(workdir))
+  assert "Slurm: 1 pending" in status or "Slurm: 1 running" in status, status
+
+  def checkpointed():
+    return (folder / "checkpoints").is_dir() and any(
+        d.isdigit() for d in os.listdir(folder / "checkpoints"))
+
+  _wait_for(checkpointed)
+  job = _job_of(workdir, run)
+  subprocess.run(["scontrol", "requeue", job], check=True)
+  _wait_for(lambda: "interrupted" in (folder / "status.json").read_text())
+
+  def held():  # Slurm holds a requeued job for about two minutes: release it now
+    return "BeginTime" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"],
+                                         capture_output=True, text=True).stdout
+
+  _wait_for(held)
+  subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+  _wait_for(lambda: (folder / "summary.json").exists(), timeout=300)
+  log = (folder / "log.txt").read_text()
+  assert "SIGTERM: saved the checkpoint at step" in log
+  assert "resumed from the checkpoint at step" in log
+  assert losses(folder) == losses(reference / "runs" / run)
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (("--partition", "nope"), "Slurm refused the job: allocation failure: Invalid partition name"),
+    (("--runs-per-task", "0"), "--runs-per-task 0: must be at least 1"),
+    (("--time", "1"), "Slurm signals a job 90 s before its time limit"),
+    (("--time", "3", "--config.loop.checkpoint_every=100000", "--config.sweep.tokens=(32768000,)"),
+     "to reach a checkpoint"),
+    (("--time", "ten"), "--time 'ten': give minutes or Slurm's [D-]HH:MM:SS"),
+], ids=["partition", "runs-per-task", "time", "interval", "time-format"])
+def test_bad_slurm_input_exits_2_and_submits_nothing(slurm, tmp_path, capsys, extra, expected):
+  workdir = tmp_path / "sweep"
+  args = sh.sweep_args(sh.SMOKE, workdir, "--backend", "slurm", *extra)
+  if "--time" not in extra:
+    args += ["--time", "10"]
+  code = main(["sweep", *args])
+  err = capsys.readouterr().err
+  assert code == 2 and err.startswith("error: ") and expected in err, err
+  assert len(err.strip().splitlines()) == 1
+  assert not workdir.exists()
+  names = subprocess.run(["sacct", "-n", "-X", "-o", "JobName%60"], capture_output=True,
+                         text=True).stdout.split()
+  assert "sweep-sweep" not in names and "analyze-sweep" not in names  # nothing submitted
+
+
+def test_no_sbatch_on_path(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))
+  code = main(["sweep", *sh.sweep_args(sh.SMOKE, tmp_path / "w", "--backend", "slurm")])
+  err = capsys.readouterr().err
+  assert code == 2 and "needs Slurm's sbatch on PATH" in err, err
+  assert not (tmp_path / "w").exists()
