@@ -92,18 +92,24 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
   config_dict = config_lib.to_dict(cfg)
   parallel.maybe_initialize_distributed()
   recipe = prepare(cfg, study, jax.device_count())
-  state = store.claim(workdir, config_dict, run_id)
+  chief = jax.process_index() == 0  # in a multi-process run only process 0 writes run files
+  if chief:
+    state = store.claim(workdir, config_dict, run_id)
+  else:
+    state = "finished" if store.summary(workdir) is not None else "resume"
   if state == "finished":
-    log(f"run {run_id} in {workdir} has already finished:")
     summary = store.summary(workdir)
-    log(format_summary(summary))
+    if chief:
+      log(f"run {run_id} in {workdir} has already finished:")
+      log(format_summary(summary))
     return summary
   print(f"run {run_id}: {state}, {recipe.num_steps} steps, workdir {workdir}", file=sys.stderr)
   summary = loop.train(recipe, cfg, workdir, config_dict, run_id, progress=progress,
                        wandb_group=wandb_group)
-  if summary["status"] != "finished":
-    print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
-          file=sys.stderr)
+  if summary["status"] != "finished" or not chief:
+    if summary["status"] != "finished":
+      print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
+            file=sys.stderr)
     return summary
   metrics = os.path.join(workdir, "metrics.jsonl")
   figure = plots.training_run(tracking.read_metrics(metrics, kind="train"),

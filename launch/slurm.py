@@ -132,6 +132,7 @@ class SlurmRuns:
     submitit_usr2 = signal.getsignal(signal.SIGUSR2)
     signal.signal(signal.SIGUSR2, self._usr2)      # time limit soon, or preemption
     signal.signal(signal.SIGTERM, self._term)      # scontrol requeue, scancel, preemption
+    rank = int(os.environ.get("SLURM_PROCID", "0"))  # a run over several nodes: one per node
     outcome = {}
     for task in self.tasks:
       if self._stop:
@@ -139,7 +140,8 @@ class SlurmRuns:
       if store.run_state(task.run_dir) == "finished":
         outcome[task.run_id] = "finished"
         continue
-      outcome[task.run_id] = worker_lib.execute(task).status
+      outcome[task.run_id] = (worker_lib.execute(task).status if rank == 0
+                              else worker_lib.follow(task))
       if outcome[task.run_id] == "interrupted":  # a signal reached the training loop
         self._stop = self._stop or "SIGTERM"
     if self._stop == "SIGUSR2" and callable(submitit_usr2):

@@ -45,6 +45,8 @@ def _parser():
   slurm.add_argument("--qos")
   slurm.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
                      help="any other sbatch option, e.g. constraint=a100 (repeatable)")
+  slurm.add_argument("--nodes-per-run", type=int, default=1,
+                     help="nodes (one process each) that train one run together (multi-host)")
   slurm.add_argument("--runs-per-task", type=int, default=1,
                      help="runs trained one after another by each array task (pack small runs)")
   slurm.add_argument("--wait", action="store_true",
@@ -266,11 +268,13 @@ def _slurm_options(args, record: dict, threads: int):
     raise UserError(f"--runs-per-task {args.runs_per_task}: must be at least 1")
   if args.gpus_per_run < 0:
     raise UserError(f"--gpus-per-run {args.gpus_per_run}: must be 0 or more")
+  if args.nodes_per_run < 1:
+    raise UserError(f"--nodes-per-run {args.nodes_per_run}: must be at least 1")
   options = slurm.Options(partition=args.partition, time_min=slurm.parse_time(args.time),
                           gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
                           mem=args.mem, account=args.account, qos=args.qos,
                           extra=slurm.parse_extra(args.slurm_extra),
-                          runs_per_task=args.runs_per_task)
+                          runs_per_task=args.runs_per_task, nodes=args.nodes_per_run)
   limit_s = options.time_min * 60
   if limit_s <= slurm.SIGNAL_DELAY_S + OVERHEAD_S:
     raise UserError(f"--time {args.time}: Slurm signals a job {slurm.SIGNAL_DELAY_S} s before "

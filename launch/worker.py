@@ -103,3 +103,17 @@ def _train(task: Task, config_lib) -> Result:
     print(f"run {task.run_id} failed: {result.reason}", file=sys.stderr)
   store.write_status(task.run_dir, result.status, reason=result.reason)
   return result
+
+
+def follow(task: Task) -> str:
+  """A non-chief process of a multi-process run: train along with process 0, writing nothing to
+  the run's folder (process 0 logs, checkpoints' metadata and summaries are its job)."""
+  from launch import run as run_lib
+  from research import config as config_lib
+  try:
+    summary = run_lib.run(config_lib.from_dict(task.config), _study(task.study_path),
+                          task.run_dir, progress=False, log=lambda *a: None)
+  except Exception:  # noqa: BLE001  (process 0 records the failure)
+    traceback.print_exc()
+    return "failed"
+  return "finished" if summary.get("status") == "finished" else "interrupted"

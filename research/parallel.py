@@ -16,12 +16,24 @@ from research.errors import require
 
 
 def maybe_initialize_distributed() -> bool:
-  """jax.distributed.initialize() when the environment describes a multi-process job."""
-  multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
-  if "JAX_COORDINATOR_ADDRESS" in os.environ or multi_slurm:
-    jax.distributed.initialize()
+  """jax.distributed.initialize() when the environment describes a multi-process job.
+
+  Either Slurm's (a job step of several tasks: JAX reads SLURM_* itself) or explicit variables:
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES, JAX_PROCESS_ID. On CPUs
+  the processes' collectives go through gloo. Idempotent: a worker may train several runs.
+  """
+  if jax.distributed.is_initialized():
     return True
-  return False
+  multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
+  if "JAX_COORDINATOR_ADDRESS" not in os.environ and not multi_slurm:
+    return False
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  explicit = {}
+  if "JAX_NUM_PROCESSES" in os.environ:
+    explicit = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                    process_id=int(os.environ["JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**explicit)
+  return True
 
 
 def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int]:

@@ -42,17 +42,18 @@ class Tracker:
 
   def __init__(self, workdir: str, tracking_cfg, config_dict: dict, run_id: str,
                total_steps: int, start_step: int, *, progress: bool | None = None,
-               group: str | None = None):
-    """`progress` overrides tracking_cfg.progress; `group` is the wandb group (a sweep's name)."""
+               group: str | None = None, chief: bool = True):
+    """`progress` overrides tracking_cfg.progress; `group` is the wandb group (a sweep's name).
+    Only the chief process of a multi-process run writes (the others track nothing)."""
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.file = open(self.path, "a", buffering=1)
+    self.file = open(self.path if chief else os.devnull, "a", buffering=1)
     self.wandb = None
-    if tracking_cfg.wandb_project:
+    if tracking_cfg.wandb_project and chief:
       import wandb  # optional: imported only when asked for
       self.wandb = wandb.init(project=tracking_cfg.wandb_project, name=run_id, id=run_id,
                               config=config_dict, dir=workdir, resume="allow",
                               mode=tracking_cfg.wandb_mode or None, group=group)
-    show = tracking_cfg.progress if progress is None else progress
+    show = (tracking_cfg.progress if progress is None else progress) and chief
     self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                     disable=not show, file=sys.stderr, mininterval=1.0)
 

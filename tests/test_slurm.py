@@ -7,6 +7,7 @@ installed these tests skip; in CI (SCALING_LAB_REQUIRE_SHARED=1) that is a failu
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -142,3 +143,19 @@ def test_no_sbatch_on_path(tmp_path, capsys, monkeypatch):
   err = capsys.readouterr().err
   assert code == 2 and "needs Slurm's sbatch on PATH" in err, err
   assert not (tmp_path / "w").exists()
+
+
+def test_one_run_over_two_slurm_tasks(slurm, tmp_path):
+  """`srun -n 2 python -m launch run ...`: JAX forms one job from Slurm's environment."""
+  from lm_helpers import REPO, run_tiny, tiny_args
+  import numpy as np
+  single = tmp_path / "single"
+  assert run_tiny(single, 6, "mesh.data=1", "mesh.fsdp=1") == 0
+  workdir = tmp_path / "two"
+  done = subprocess.run(["srun", "-n", "2", "-c", "1", sys.executable, "-m", "launch", "run",
+                         *tiny_args(workdir, 6, "mesh.data=2")], cwd=REPO, env=sh.env(),
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert "on 2 device(s)" in done.stdout
+  two, one = losses(workdir), losses(single)
+  np.testing.assert_allclose([two[s] for s in range(6)], [one[s] for s in range(6)], rtol=1e-5)

@@ -229,7 +229,8 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
   else:
     peak, peak_source = accounting.device_peak_flops(recipe.compute_dtype, mesh.size)
   tracker = tracking.Tracker(workdir, cfg.tracking, config_dict, run_id, recipe.num_steps, start,
-                             progress=progress, group=wandb_group)
+                             progress=progress, group=wandb_group,
+                             chief=jax.process_index() == 0)
   if start:
     tracker.event("resume", from_step=start)
     tracker.message(f"resumed from the checkpoint at step {start}")
@@ -301,7 +302,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
 
   if status != "finished":
     return {"status": status}
-  records = tracking.read_metrics(tracker.path, kind="train")
+  records = tracking.read_metrics(tracker.path, kind="train") if jax.process_index() == 0 else []
   tail = records[-min(10, len(records)):]
   summary = {
       "status": status,
