@@ -18,8 +18,8 @@ import sweep_helpers as sh
 from launch.__main__ import main
 from lm_helpers import losses
 
-REQUEUE_PLAN = ("--config.sweep.d_models=(16,)", "--config.sweep.tokens=(163840,)",
-                "--config.loop.checkpoint_every=5", "--config.loop.log_every=1")
+REQUEUE_PLAN = ("--config.sweep.d_models=(16,)", "--config.sweep.tokens=(655360,)",
+                "--config.loop.checkpoint_every=20", "--config.loop.log_every=1")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,11 @@ def _wait_for(condition, timeout=180):
   raise AssertionError("condition not reached in time")
 
 
-def test_scontrol_requeue_resumes_from_the_checkpoint(slurm, tmp_path):
+@pytest.mark.parametrize("preempt", [
+    ["scontrol", "requeue"],              # Slurm sends SIGTERM and requeues: preemption's stand-in
+    ["scancel", "--signal=USR2"],         # submitit's time-limit signal: it requeues the task
+], ids=["requeue", "usr2"])
+def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
   reference = tmp_path / "local"
   code, out = sh.run("sweep", *sh.sweep_args(sh.SMOKE, reference, *REQUEUE_PLAN))
   assert code == 0, out
@@ -98,7 +102,7 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(slurm, tmp_path):
 
   _wait_for(checkpointed)
   job = _job_of(workdir, run)
-  subprocess.run(["scontrol", "requeue", job], check=True)
+  subprocess.run(preempt + [job], check=True)
   _wait_for(lambda: "interrupted" in (folder / "status.json").read_text())
 
   def held():  # Slurm holds a requeued job for about two minutes: release it now
@@ -109,7 +113,7 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(slurm, tmp_path):
   subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
   _wait_for(lambda: (folder / "summary.json").exists(), timeout=300)
   log = (folder / "log.txt").read_text()
-  assert "SIGTERM: saved the checkpoint at step" in log
+  assert "SIGTERM: saved the checkpoint at step" in log  # USR2 reaches the loop as SIGTERM
   assert "resumed from the checkpoint at step" in log
   assert losses(folder) == losses(reference / "runs" / run)
 
