@@ -230,7 +230,8 @@ def analyze(workdir: str) -> dict:
     budgets.append(entry)
   record = dict(law="L = E + A N^-alpha at each token budget D", N="non-embedding parameters",
                 L="held-out loss, nats/token (final_val_loss)",
-                C=f"training FLOPs, convention {done.flop_convention.iloc[0]!r}" if len(done) else "",
+                C=(f"training FLOPs, convention {done.flop_convention.iloc[0]!r}" if len(done)
+                   else ""),
                 finished=int(len(done)), planned=int(len(df)), budgets=budgets)
   paths["fit.json"] = os.path.join(workdir, "fit.json")
   atomic_write_json(paths["fit.json"], record)

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from launch import worker as worker_lib
@@ -208,3 +209,93 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
   atomic_write_json(os.path.join(folder, JOBS), entries)
   return {"array": array_id, "analysis": analysis.job_id,
           "runs": {t.run_id: j.job_id for j, c in zip(jobs, chunks) for t in c}}
+
+
+def options_from_args(args, record: dict, threads: int) -> Options:
+  """Checked Slurm options from `launch sweep`'s arguments, before anything is written or
+  submitted."""
+  from launch import sweep as sweep_lib
+  check_available()
+  if args.runs_per_task < 1:
+    raise UserError(f"--runs-per-task {args.runs_per_task}: must be at least 1")
+  if args.gpus_per_run < 0:
+    raise UserError(f"--gpus-per-run {args.gpus_per_run}: must be 0 or more")
+  if args.nodes_per_run < 1:
+    raise UserError(f"--nodes-per-run {args.nodes_per_run}: must be at least 1")
+  options = Options(partition=args.partition, time_min=parse_time(args.time),
+                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                          mem=args.mem, account=args.account, qos=args.qos,
+                          extra=parse_extra(args.slurm_extra),
+                          runs_per_task=args.runs_per_task, nodes=args.nodes_per_run)
+  limit_s = options.time_min * 60
+  if limit_s <= SIGNAL_DELAY_S + sweep_lib.OVERHEAD_S:
+    raise UserError(f"--time {args.time}: Slurm signals a job {SIGNAL_DELAY_S} s before "
+                    "its time limit so that the run can checkpoint; give it more than "
+                    f"{(SIGNAL_DELAY_S + sweep_lib.OVERHEAD_S) / 60:.0f} minutes")
+  if not options.gpus_per_run:  # on CPUs this machine's speed is a fair guess
+    rate, overhead, basis = sweep_lib.rate_estimate(args.workdir, record, threads)
+    for r in record["runs"]:
+      every = r["config"]["loop"]["checkpoint_every"]
+      interval_s = r["C"] / rate * min(1.0, every / max(r.get("steps", every), 1)) + overhead
+      if interval_s > limit_s - SIGNAL_DELAY_S:
+        raise UserError(
+            f"--time {args.time}: run {r['run']} needs about {interval_s:.0f} s to reach a "
+            f"checkpoint (every {every} steps; {basis}), more than the {limit_s:.0f} s limit "
+            f"allows before Slurm's signal; raise --time or lower loop.checkpoint_every")
+  test_submission(options, threads)
+  return options
+
+
+def launch(args, record: dict, options: Options, threads: int) -> int:
+  """Submit what has neither finished nor is queued; with --wait, follow it to the end."""
+  states = store.states(args.workdir, record)
+  queue = queue_states(args.workdir)
+  queued = {r for r, q in queue.items() if q in QUEUED and states[r] != "finished"}
+  todo = [r for r in record["runs"] if states[r["run"]] != "finished" and r["run"] not in queued]
+  print(f"sweep {args.workdir}: {sum(s == 'finished' for s in states.values())} finished, "
+        f"{len(queued)} queued, {len(todo)} to submit")
+  if todo:
+    tasks = [worker_lib.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
+                         r["config"], record["study"], record["name"]) for r in todo]
+    jobs = submit(args.workdir, record, tasks, options, threads)
+    print(f"submitted array {jobs['array']} ({len(tasks)} runs, {options.runs_per_task} per "
+          f"task) and analysis job {jobs['analysis']} after it; logs in "
+          f"{args.workdir}/runs/<id>/log.txt and {args.workdir}/slurm/")
+  if not args.wait:
+    print(f"follow it with: python -m launch status --workdir {args.workdir}")
+    return 0
+  return follow(args.workdir, record)
+
+
+def follow(workdir: str, record: dict) -> int:
+  """Poll the store and the queue until no run is queued and the analysis job has ended."""
+  import submitit
+
+  from launch import sweep as sweep_lib
+  todo = [r["run"] for r in record["runs"]
+          if store.run_state(store.run_dir(workdir, r["run"])) != "finished"]
+  progress = sweep_lib.Progress(workdir, record, todo)
+  analysis = read_jobs(workdir)["analysis"]
+  folder = os.path.join(workdir, "slurm")
+  try:
+    while True:
+      time.sleep(2)
+      for run in list(progress.todo - progress.done):
+        if store.run_state(store.run_dir(workdir, run)) == "finished":
+          progress.done.add(run)
+          progress.finished += 1
+      progress.tick()
+      queue = queue_states(workdir)
+      busy = [r for r, q in queue.items() if q in QUEUED]
+      last = submitit.SlurmJob(folder, analysis[-1]["job"]).state if analysis else "COMPLETED"
+      if not busy and last not in QUEUED + ("UNKNOWN",):
+        break
+  finally:
+    progress.close()
+  states = store.states(workdir, record)
+  failed = [r for r, s in states.items() if s != "finished"]
+  print(f"jobs done: {len(states) - len(failed)} runs finished; analysis job {last}")
+  for run in failed:
+    folder = store.run_dir(workdir, run)
+    print(f"  not finished {run}: {store.last_log_line(folder)}", file=sys.stderr)
+  return 1 if failed else 0

@@ -13,7 +13,8 @@ from research import store
 
 
 def main(argv) -> int:
-  parser = argparse.ArgumentParser(prog="python -m launch status", description=__doc__.split("\n\n")[1])
+  parser = argparse.ArgumentParser(prog="python -m launch status",
+                                   description=__doc__.split("\n\n")[1])
   parser.add_argument("--workdir", required=True, help="the sweep's folder")
   args = parser.parse_args(argv)
   store.check_workdir(args.workdir)
@@ -30,12 +31,14 @@ def main(argv) -> int:
   total = sum(C.values())
   line = f"FLOPs {done_flops:.3e} of {total:.3e} ({done_flops / total:.0%})"
   if counts["finished"] and counts["finished"] < len(states):
-    rate, overhead, _ = sweep_lib._rate(args.workdir, record, record.get("threads_per_run", 1))
+    rate, overhead, _ = sweep_lib.rate_estimate(args.workdir, record,
+                                                record.get("threads_per_run", 1))
     left = sum((C[r] - (store.progress_flops(store.run_dir(args.workdir, r))
                         if s != "finished" else C[r])) / rate + (overhead if s != "running" else 0)
                for r, s in states.items() if s != "finished")
     workers = max(1, counts["running"])
-    line += f"; ETA {sweep_lib._hms(left / workers)} at the finished runs' speed on {workers} worker(s)"
+    line += (f"; ETA {sweep_lib.hms(left / workers)} at the finished runs' speed on {workers} "
+             "worker(s)")
   print(line)
   queue = _queue(args.workdir)
   if queue:
@@ -59,6 +62,11 @@ def main(argv) -> int:
 def _queue(workdir: str) -> dict:
   """{run id: Slurm state} when the sweep was submitted to Slurm, else {}."""
   if not os.path.exists(os.path.join(workdir, "slurm", "jobs.json")):
+    return {}
+  import importlib.util
+  if importlib.util.find_spec("submitit") is None:
+    print("Slurm: the queue is not shown (this sweep was submitted to Slurm; pip install "
+          "submitit to read its jobs' states)")
     return {}
   from launch import slurm
   return slurm.queue_states(workdir)

@@ -104,7 +104,7 @@ def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> tu
               plans=[dict(spec=spec, overrides=list(overrides))]), module
 
 
-def _rate(workdir: str, record: dict, threads: int) -> tuple[float, float, str]:
+def rate_estimate(workdir: str, record: dict, threads: int) -> tuple[float, float, str]:
   """(FLOP/s per run, overhead s per run, basis) for time estimates."""
   finished = [store.summary(store.run_dir(workdir, r["run"])) for r in record["runs"]]
   finished = [s for s in finished if s and s.get("wall_s")]
@@ -120,7 +120,7 @@ def _rate(workdir: str, record: dict, threads: int) -> tuple[float, float, str]:
           f"a guess: {MFU_PRIOR:.0%} of a matmul peak measured now, +{OVERHEAD_S:.0f} s a run")
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
   seconds = int(round(seconds))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -141,17 +141,17 @@ def format_plan(record: dict, states: dict, rate: float, overhead: float, basis:
       left += est
     fields = " ".join(f"{str(r['fields'].get(v)):>10}" for v in varying)
     lines.append(f"{r['run']:<12} {r['N']:>10,} {r['N_nonemb']:>10,} {r['D']:>10.3g} "
-                 f"{r['C']:>9.2e} {_hms(est):>8}  {fields}  {state}")
+                 f"{r['C']:>9.2e} {hms(est):>8}  {fields}  {state}")
   total_c = sum(r["C"] for r in record["runs"])
   wall = left / max(1, min(workers, sum(s != "finished" for s in states.values()) or 1))
   lines.append(f"{len(record['runs'])} runs, C = {total_c:.3e} FLOPs in all "
                f"('{record['runs'][0]['flop_convention']}'); left to train: "
-               f"{sum(s != 'finished' for s in states.values())} runs, about {_hms(left)} of "
-               f"run time, {_hms(wall)} on {workers} worker(s) (estimates: {basis})")
+               f"{sum(s != 'finished' for s in states.values())} runs, about {hms(left)} of "
+               f"run time, {hms(wall)} on {workers} worker(s) (estimates: {basis})")
   return "\n".join(lines), wall
 
 
-class _Progress:
+class Progress:
   """One bar for the sweep: FLOPs done / total with ETA, runs done / total in the postfix."""
 
   def __init__(self, workdir: str, record: dict, todo: list[str]):
@@ -227,20 +227,23 @@ def main(argv) -> int:
   plan, module = make_plan(args.config, overrides, threads, args.workdir)
   record, new = store.prepare_sweep(args.workdir, plan, extend=args.extend)
   states = store.states(args.workdir, record) if os.path.isdir(args.workdir) else {}
-  rate, overhead, basis = _rate(args.workdir, record, threads)
+  rate, overhead, basis = rate_estimate(args.workdir, record, threads)
   table, _ = format_plan(record, states, rate, overhead, basis, workers)
   print(table)
   if args.dry_run:
     print("dry run: nothing trained, nothing written")
     return 0
-  slurm_options = _slurm_options(args, record, threads) if args.backend == "slurm" else None
+  slurm_options = None
+  if args.backend == "slurm":
+    from launch import slurm
+    slurm_options = slurm.options_from_args(args, record, threads)
   if slurm_options is None and any(s == "running" for s in states.values()):
     raise UserError(f"another process is training runs of {args.workdir} "
                     f"({', '.join(r for r, s in states.items() if s == 'running')}); wait for it "
                     f"or stop it first (python -m launch status --workdir {args.workdir})")
   store.write_sweep(args.workdir, record)
   if slurm_options is not None:
-    return _submit_slurm(args, record, slurm_options, threads, module)
+    return slurm.launch(args, record, slurm_options, threads)
   states = store.states(args.workdir, record)
   todo = [r for r in record["runs"] if states[r["run"]] != "finished"]
   counts = {s: sum(v == s for v in states.values()) for s in store.STATES}
@@ -260,96 +263,6 @@ def main(argv) -> int:
   return 0
 
 
-def _slurm_options(args, record: dict, threads: int):
-  """Checked Slurm options, before anything is written or submitted."""
-  from launch import slurm
-  slurm.check_available()
-  if args.runs_per_task < 1:
-    raise UserError(f"--runs-per-task {args.runs_per_task}: must be at least 1")
-  if args.gpus_per_run < 0:
-    raise UserError(f"--gpus-per-run {args.gpus_per_run}: must be 0 or more")
-  if args.nodes_per_run < 1:
-    raise UserError(f"--nodes-per-run {args.nodes_per_run}: must be at least 1")
-  options = slurm.Options(partition=args.partition, time_min=slurm.parse_time(args.time),
-                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
-                          mem=args.mem, account=args.account, qos=args.qos,
-                          extra=slurm.parse_extra(args.slurm_extra),
-                          runs_per_task=args.runs_per_task, nodes=args.nodes_per_run)
-  limit_s = options.time_min * 60
-  if limit_s <= slurm.SIGNAL_DELAY_S + OVERHEAD_S:
-    raise UserError(f"--time {args.time}: Slurm signals a job {slurm.SIGNAL_DELAY_S} s before "
-                    "its time limit so that the run can checkpoint; give it more than "
-                    f"{(slurm.SIGNAL_DELAY_S + OVERHEAD_S) / 60:.0f} minutes")
-  if not options.gpus_per_run:  # on CPUs this machine's speed is a fair guess
-    rate, overhead, basis = _rate(args.workdir, record, threads)
-    for r in record["runs"]:
-      every = r["config"]["loop"]["checkpoint_every"]
-      interval_s = r["C"] / rate * min(1.0, every / max(r.get("steps", every), 1)) + overhead
-      if interval_s > limit_s - slurm.SIGNAL_DELAY_S:
-        raise UserError(
-            f"--time {args.time}: run {r['run']} needs about {interval_s:.0f} s to reach a "
-            f"checkpoint (every {every} steps; {basis}), more than the {limit_s:.0f} s limit "
-            f"allows before Slurm's signal; raise --time or lower loop.checkpoint_every")
-  slurm.test_submission(options, threads)
-  return options
-
-
-def _submit_slurm(args, record: dict, options, threads: int, module) -> int:
-  """Submit what has neither finished nor is queued; with --wait, follow it to the end."""
-  from launch import slurm, worker
-  states = store.states(args.workdir, record)
-  queue = slurm.queue_states(args.workdir)
-  queued = {r for r, q in queue.items() if q in slurm.QUEUED and states[r] != "finished"}
-  todo = [r for r in record["runs"] if states[r["run"]] != "finished" and r["run"] not in queued]
-  print(f"sweep {args.workdir}: {sum(s == 'finished' for s in states.values())} finished, "
-        f"{len(queued)} queued, {len(todo)} to submit")
-  if todo:
-    tasks = [worker.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
-                         r["config"], record["study"], record["name"]) for r in todo]
-    jobs = slurm.submit(args.workdir, record, tasks, options, threads)
-    print(f"submitted array {jobs['array']} ({len(tasks)} runs, {options.runs_per_task} per "
-          f"task) and analysis job {jobs['analysis']} after it; logs in "
-          f"{args.workdir}/runs/<id>/log.txt and {args.workdir}/slurm/")
-  if not args.wait:
-    print(f"follow it with: python -m launch status --workdir {args.workdir}")
-    return 0
-  return _follow_slurm(args.workdir, record)
-
-
-def _follow_slurm(workdir: str, record: dict) -> int:
-  """Poll the store and the queue until no run is queued and the analysis job has ended."""
-  import submitit
-
-  from launch import slurm
-  todo = [r["run"] for r in record["runs"]
-          if store.run_state(store.run_dir(workdir, r["run"])) != "finished"]
-  progress = _Progress(workdir, record, todo)
-  analysis = slurm.read_jobs(workdir)["analysis"]
-  folder = os.path.join(workdir, "slurm")
-  try:
-    while True:
-      time.sleep(2)
-      for run in list(progress.todo - progress.done):
-        if store.run_state(store.run_dir(workdir, run)) == "finished":
-          progress.done.add(run)
-          progress.finished += 1
-      progress.tick()
-      queue = slurm.queue_states(workdir)
-      busy = [r for r, q in queue.items() if q in slurm.QUEUED]
-      last = submitit.SlurmJob(folder, analysis[-1]["job"]).state if analysis else "COMPLETED"
-      if not busy and last not in slurm.QUEUED + ("UNKNOWN",):
-        break
-  finally:
-    progress.close()
-  states = store.states(workdir, record)
-  failed = [r for r, s in states.items() if s != "finished"]
-  print(f"jobs done: {len(states) - len(failed)} runs finished; analysis job {last}")
-  for run in failed:
-    folder = store.run_dir(workdir, run)
-    print(f"  not finished {run}: {store.last_log_line(folder)}", file=sys.stderr)
-  return 1 if failed else 0
-
-
 def _train(args, record: dict, todo: list[dict], workers: int, threads: int):
   """Failed results, or None when a signal stopped the sweep (running runs checkpointed)."""
   from launch import local, worker
@@ -359,7 +272,7 @@ def _train(args, record: dict, todo: list[dict], workers: int, threads: int):
   backend = local.LocalBackend(workers, threads, cache)
   tasks = [worker.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
                        r["config"], record["study"], record["name"]) for r in todo]
-  progress = _Progress(args.workdir, record, [t.run_id for t in tasks])
+  progress = Progress(args.workdir, record, [t.run_id for t in tasks])
   start = time.time()
   with loop.StopSignal() as stop:  # stop starting runs; running ones checkpoint and stop
     try:
@@ -370,7 +283,7 @@ def _train(args, record: dict, todo: list[dict], workers: int, threads: int):
   summaries = [store.summary(store.run_dir(args.workdir, r)) for r in progress.done]
   compile_s = sum(s.get("compile_s", 0.0) for s in summaries)
   busy_s = sum(s["wall_s"] for s in summaries)
-  print(f"trained {len(progress.done)} run(s) in {_hms(time.time() - start)} of wall time; "
+  print(f"trained {len(progress.done)} run(s) in {hms(time.time() - start)} of wall time; "
         f"the runs took {busy_s:.1f} s in all, {compile_s:.1f} s of it compiling")
   if stop.received:
     print(f"{stop.received}: stopped; running runs saved checkpoints. Run the same command again "

@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 
+from research import config as config_lib
 from research import store
 
 
@@ -56,7 +57,6 @@ _MODULES: dict = {}
 
 
 def _study(path: str):
-  from research import config as config_lib
   if path not in _MODULES:
     _MODULES[path] = config_lib.load_module(path)
   return _MODULES[path]
@@ -64,14 +64,13 @@ def _study(path: str):
 
 def execute(task: Task, *, lock_timeout: float = 60.0) -> Result:
   """Train one run of a sweep in this process, resuming its folder; the outcome as a Result."""
-  from research import config as config_lib
   lock = store.RunLock(task.run_dir)
   os.makedirs(task.run_dir, exist_ok=True)
   if not lock.acquire(timeout=lock_timeout):
     return Result(task.run_id, "failed", f"another process holds {lock.path}")
   try:
     with _output_to(os.path.join(task.run_dir, store.LOG)):
-      return _train(task, config_lib)
+      return _train(task)
   finally:
     lock.release()
     import jax
@@ -79,7 +78,7 @@ def execute(task: Task, *, lock_timeout: float = 60.0) -> Result:
     gc.collect()
 
 
-def _train(task: Task, config_lib) -> Result:
+def _train(task: Task) -> Result:
   from launch import run as run_lib
   from research.errors import UserError
   from research.train import loop
@@ -109,7 +108,6 @@ def follow(task: Task) -> str:
   """A non-chief process of a multi-process run: train along with process 0, writing nothing to
   the run's folder (process 0 logs, checkpoints' metadata and summaries are its job)."""
   from launch import run as run_lib
-  from research import config as config_lib
   try:
     summary = run_lib.run(config_lib.from_dict(task.config), _study(task.study_path),
                           task.run_dir, progress=False, log=lambda *a: None)

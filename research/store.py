@@ -30,7 +30,8 @@ import pandas as pd
 from research.errors import UserError
 from research.fileio import atomic_write_json
 
-CONFIG, SUMMARY, STATUS, LOG, LOCK = "config.json", "summary.json", "status.json", "log.txt", ".lock"
+CONFIG, SUMMARY, STATUS = "config.json", "summary.json", "status.json"
+LOG, LOCK = "log.txt", ".lock"
 SWEEP, RUNS_DIR, RUNS_CSV = "sweep.json", "runs", "runs.csv"
 STATES = ("finished", "running", "failed", "interrupted", "pending")
 

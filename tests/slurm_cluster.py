@@ -135,8 +135,13 @@ def start(folder: str) -> dict:
 
 
 def stop(folder: str) -> None:
-  """Stops the Slurm daemons of `folder` and MariaDB (munged stays: it is harmless)."""
+  """Cancels every job, then stops the Slurm daemons of `folder` and MariaDB (munged stays: it is
+  harmless)."""
   folder = os.path.abspath(folder)
+  env = dict(os.environ, SLURM_CONF=os.path.join(folder, "slurm.conf"))
+  subprocess.run(["scancel", "--full", "--user", str(os.getuid())], env=env,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  time.sleep(2)  # let slurmd end the job steps before it goes
   for name in DAEMONS:
     try:
       with open(os.path.join(folder, f"{name}.pid")) as f:

@@ -57,7 +57,7 @@ class Recipe:
   num_steps: int
   batch_size: int
   optimizer: optax.GradientTransformation         # its updates are scaled by lr_schedule(step)
-  flops_per_token: float                           # analytic training FLOPs per unit of aux "tokens"
+  flops_per_token: float                           # analytic FLOPs per unit of aux "tokens"
   compute_dtype: str = "float32"
   evaluators: Sequence[Callable[[Any], dict]] = ()  # params -> {metric: value}
   lr_schedule: Callable | None = None              # step -> learning rate; None: 1
