@@ -32,16 +32,10 @@ def _die_with_parent() -> None:
     pass
 
 
-def _worker_main(conn, cores: list[int], threads: int, cache_dir: str) -> None:
+def _worker_main(conn, cores: list[int], cache_dir: str) -> None:
   _die_with_parent()
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # between runs; a run's loop handles its own
-  os.sched_setaffinity(0, cores)
-  for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[name] = str(threads)
-  import jax
-  jax.config.update("jax_compilation_cache_dir", cache_dir)
-  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  worker_lib.prepare_process(cores, cache_dir)
   while True:
     try:
       task = conn.recv()
@@ -73,7 +67,7 @@ class LocalBackend:
   def _start(self, slot: int):
     parent, child = self.context.Pipe()
     process = self.context.Process(
-        target=_worker_main, args=(child, self.core_sets[slot], self.threads, self.cache_dir),
+        target=_worker_main, args=(child, self.core_sets[slot], self.cache_dir),
         name=f"sweep-worker-{slot}", daemon=True)
     process.start()
     child.close()

@@ -125,11 +125,8 @@ class SlurmRuns:
     self._stop = None
 
   def __call__(self) -> dict:
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, allowed[:self.threads])  # the plan's thread count, on Slurm's cores
-    import jax
-    jax.config.update("jax_compilation_cache_dir", self.cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    # the plan's thread count, on the cores Slurm gave this task
+    worker_lib.prepare_process(sorted(os.sched_getaffinity(0))[:self.threads], self.cache_dir)
     submitit_usr2 = signal.getsignal(signal.SIGUSR2)
     signal.signal(signal.SIGUSR2, self._usr2)      # time limit soon, or preemption
     signal.signal(signal.SIGTERM, self._term)      # scontrol requeue, scancel, preemption
@@ -190,7 +187,7 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
   Returns {"array": id, "analysis": id, "runs": {run id: job id}}; records them in jobs.json."""
   from research.fileio import atomic_write_json
   folder = os.path.join(workdir, "slurm")
-  cache = os.path.join(os.path.abspath(workdir), ".cache", "jax")
+  cache = worker_lib.cache_dir(workdir)
   chunks = [tasks[i:i + options.runs_per_task]
             for i in range(0, len(tasks), options.runs_per_task)]
   executor = _executor(folder, options, threads, f"sweep-{record['name']}")
@@ -255,8 +252,7 @@ def launch(args, record: dict, options: Options, threads: int) -> int:
   print(f"sweep {args.workdir}: {sum(s == 'finished' for s in states.values())} finished, "
         f"{len(queued)} queued, {len(todo)} to submit")
   if todo:
-    tasks = [worker_lib.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
-                         r["config"], record["study"], record["name"]) for r in todo]
+    tasks = worker_lib.tasks_for(args.workdir, record, todo)
     jobs = submit(args.workdir, record, tasks, options, threads)
     print(f"submitted array {jobs['array']} ({len(tasks)} runs, {options.runs_per_task} per "
           f"task) and analysis job {jobs['analysis']} after it; logs in "

@@ -25,7 +25,7 @@ OVERHEAD_S = 6.0         # guessed start-up and compile seconds per run, likewis
 
 def _parser():
   parser = run_lib.make_parser(prog="python -m launch sweep",
-                         description="Train a study's sweep preset, then analyse it; resumable.")
+                               description="Train a study's sweep preset, then analyse it; resumable.")
   parser.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
   parser.add_argument("--backend", default="local", help=f"where runs train: {', '.join(BACKENDS)}")
   parser.add_argument("--workers", type=int, default=None,
@@ -94,9 +94,7 @@ def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> tu
     seen[run_id] = i
     size = module.size(run_cfg)
     runs.append(dict(run=run_id, config=config_lib.to_dict(run_cfg), **size))
-  varying = store.varying_fields([r["config"] for r in runs])
-  for r in runs:
-    r["fields"] = {k: store.flatten(r["config"]).get(k) for k in varying}
+  varying = store.mark_varying(runs)
   path = os.path.abspath(spec.partition(":")[0])
   return dict(spec=spec, study=path, preset=spec.partition(":")[2], overrides=list(overrides),
               name=os.path.basename(os.path.abspath(workdir)), threads_per_run=threads,
@@ -126,8 +124,8 @@ def hms(seconds: float) -> str:
 
 
 def format_plan(record: dict, states: dict, rate: float, overhead: float, basis: str,
-                workers: int) -> tuple[str, float]:
-  """The plan table, one line per run, and the estimated wall time of what is left."""
+                workers: int) -> str:
+  """The plan table, one line per run, and a total with the estimated wall time left."""
   varying = record.get("varying", [])
   short = [v.split(".")[-1] for v in varying]
   head = (f"{'run':<12} {'N':>10} {'N_nonemb':>10} {'D':>10} {'C':>9} {'est.':>8}  "
@@ -136,7 +134,7 @@ def format_plan(record: dict, states: dict, rate: float, overhead: float, basis:
   states = {r["run"]: states.get(r["run"], "pending") for r in record["runs"]}
   for r in record["runs"]:
     est = r["C"] / rate + overhead
-    state = states.get(r["run"], "pending")
+    state = states[r["run"]]
     if state != "finished":
       left += est
     fields = " ".join(f"{str(r['fields'].get(v)):>10}" for v in varying)
@@ -148,7 +146,7 @@ def format_plan(record: dict, states: dict, rate: float, overhead: float, basis:
                f"('{record['runs'][0]['flop_convention']}'); left to train: "
                f"{sum(s != 'finished' for s in states.values())} runs, about {hms(left)} of "
                f"run time, {hms(wall)} on {workers} worker(s) (estimates: {basis})")
-  return "\n".join(lines), wall
+  return "\n".join(lines)
 
 
 class Progress:
@@ -156,7 +154,7 @@ class Progress:
 
   def __init__(self, workdir: str, record: dict, todo: list[str]):
     from tqdm import tqdm
-    self.workdir, self.record = workdir, record
+    self.workdir = workdir
     self.C = {r["run"]: r["C"] for r in record["runs"]}
     self.todo, self.running, self.done, self.failed = set(todo), set(), set(), []
     finished = len(record["runs"]) - len(todo)
@@ -228,8 +226,7 @@ def main(argv) -> int:
   record, new = store.prepare_sweep(args.workdir, plan, extend=args.extend)
   states = store.states(args.workdir, record) if os.path.isdir(args.workdir) else {}
   rate, overhead, basis = rate_estimate(args.workdir, record, threads)
-  table, _ = format_plan(record, states, rate, overhead, basis, workers)
-  print(table)
+  print(format_plan(record, states, rate, overhead, basis, workers))
   if args.dry_run:
     print("dry run: nothing trained, nothing written")
     return 0
@@ -267,11 +264,8 @@ def _train(args, record: dict, todo: list[dict], workers: int, threads: int):
   """Failed results, or None when a signal stopped the sweep (running runs checkpointed)."""
   from launch import local, worker
   from research.train import loop
-  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
-      os.path.abspath(args.workdir), ".cache", "jax")
-  backend = local.LocalBackend(workers, threads, cache)
-  tasks = [worker.Task(r["run"], os.path.abspath(store.run_dir(args.workdir, r["run"])),
-                       r["config"], record["study"], record["name"]) for r in todo]
+  backend = local.LocalBackend(workers, threads, worker.cache_dir(args.workdir))
+  tasks = worker.tasks_for(args.workdir, record, todo)
   progress = Progress(args.workdir, record, [t.run_id for t in tasks])
   start = time.time()
   with loop.StopSignal() as stop:  # stop starting runs; running ones checkpoint and stop

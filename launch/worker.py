@@ -25,6 +25,31 @@ class Task:
   wandb_group: str | None = None
 
 
+def tasks_for(workdir: str, record: dict, runs: list[dict]) -> list[Task]:
+  """The Tasks of `runs` (entries of sweep.json) in the sweep folder `workdir`."""
+  return [Task(r["run"], os.path.abspath(store.run_dir(workdir, r["run"])), r["config"],
+               record["study"], record["name"]) for r in runs]
+
+
+def cache_dir(workdir: str) -> str:
+  """The persistent compilation cache runs share: $JAX_COMPILATION_CACHE_DIR, else the sweep's."""
+  return (os.environ.get("JAX_COMPILATION_CACHE_DIR")
+          or os.path.join(os.path.abspath(workdir), ".cache", "jax"))
+
+
+def prepare_process(cores: list[int], cache: str) -> None:
+  """Before JAX starts in a process that trains runs: pin it to `cores` (XLA sizes its thread
+  pool to them, so the plan's thread count holds), the same count for BLAS, and the shared
+  persistent compilation cache."""
+  os.sched_setaffinity(0, cores)
+  for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[name] = str(len(cores))
+  import jax
+  jax.config.update("jax_compilation_cache_dir", cache)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
   run_id: str

@@ -164,6 +164,14 @@ def varying_fields(configs: list[dict]) -> list[str]:
   return [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat}) > 1]
 
 
+def mark_varying(runs: list[dict]) -> list[str]:
+  """Sets each run entry's "fields" to its values of the fields that vary; returns their names."""
+  varying = varying_fields([r["config"] for r in runs])
+  for r in runs:
+    r["fields"] = {k: flatten(r["config"]).get(k) for k in varying}
+  return varying
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}."""
   out = {}
@@ -208,9 +216,7 @@ def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> tuple[dict, list
   merged = dict(stored, runs=runs,
                 plans=stored.get("plans", []) + [dict(spec=plan["spec"],
                                                       overrides=plan["overrides"])])
-  merged["varying"] = varying_fields([r["config"] for r in runs])
-  for r in merged["runs"]:
-    r["fields"] = {k: flatten(r["config"]).get(k) for k in merged["varying"]}
+  merged["varying"] = mark_varying(merged["runs"])
   return merged, [r["run"] for r in new]
 
 
