@@ -40,7 +40,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=256, d_model=128, n_layers=2, n_heads=4, d_ff=512, context=128,
       positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32",
-      attention_block=128))
+      attention_block=128, parametrization="standard", mup_base_d_model=0, mup_base_d_head=0))
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
   c.train = ml_collections.ConfigDict(dict(
@@ -50,7 +50,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, axis_names=("data", "fsdp")))
   c.loop = ml_collections.ConfigDict(dict(
       log_every=10, eval_every=200, checkpoint_every=100, keep_checkpoints=3,
-      async_checkpoints=True))
+      async_checkpoints=True, keep_steps=(), init_from=""))
   c.tracking = ml_collections.ConfigDict(dict(
       progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
       peak_flops=0.0))
@@ -103,6 +103,15 @@ def validate(c) -> None:
           "allowed: float32, bfloat16")
   require(isinstance(m.attention_block, int) and m.attention_block >= 0, "model.attention_block",
           m.attention_block, "must be 0 (one block) or a positive number of queries per block")
+  require(m.parametrization in ("standard", "mup"), "model.parametrization", m.parametrization,
+          "allowed: standard, mup")
+  require(m.parametrization != "mup" or not m.tied_embeddings, "model.tied_embeddings",
+          m.tied_embeddings, "muP needs an untied readout (false): a tied one is updated along "
+          "the input embedding's gradient, and its logit updates shrink with width (tests/"
+          "test_mup.py)")
+  for field in ("mup_base_d_model", "mup_base_d_head"):
+    require(isinstance(m[field], int) and m[field] >= 0, f"model.{field}", m[field],
+            "must be 0 (this model's own) or a positive integer")
   require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
           f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
   t = c.train
@@ -159,7 +168,8 @@ def recipe(c) -> loop.Recipe:
       train_batch=lambda step: data.train_batch(step, B, L, token_budget=c.train.tokens),
       num_steps=steps,
       batch_size=B,
-      optimizer=optim.optimizer(c.train),
+      optimizer=optim.optimizer(c.train, transformer.lr_multiplier(mcfg)
+                                if mcfg.parametrization == "mup" else None),
       lr_schedule=optim.schedule(c.train, steps),
       flops_per_token=flops[c.tracking.flop_convention],
       compute_dtype=c.model.dtype,

@@ -87,11 +87,12 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
 
   from research import parallel, tracking
   from research.scaling import plots
-  from research.train import loop
+  from research.train import branch, loop
   run_id = config_lib.run_id(cfg)
   config_dict = config_lib.to_dict(cfg)
   parallel.maybe_initialize_distributed()
   recipe = prepare(cfg, study, jax.device_count())
+  branch.verify(cfg.loop.get("init_from", ""), workdir, config_dict, loop.learning_rates(recipe))
   chief = jax.process_index() == 0  # in a multi-process run only process 0 writes run files
   if chief:
     state = store.claim(workdir, config_dict, run_id)

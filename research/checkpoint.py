@@ -16,10 +16,20 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """A thin wrapper around `ocp.CheckpointManager` for one run directory."""
 
-  def __init__(self, directory: str, keep: int = 3, use_async: bool = True):
+  def __init__(self, directory: str, keep: int = 3, use_async: bool = True,
+               keep_steps=(), read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=use_async)
+    if read_only:  # another run's checkpoints: read, never delete
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    elif keep_steps:
+      policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+          ocp.checkpoint_managers.LatestN(keep),
+          ocp.checkpoint_managers.CustomSteps(list(keep_steps))])
+      options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                             enable_async_checkpointing=use_async)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=use_async)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:

@@ -41,6 +41,9 @@ class TransformerConfig:
   dtype: str = "float32"         # compute dtype; parameters stay float32, softmax in float32
   rope_base: float = 10000.0
   attention_block: int = 128     # queries per causal-attention block (attention.py); 0: one
+  parametrization: str = "standard"  # "standard" | "mup" (see `lr_multiplier`)
+  mup_base_d_model: int = 0      # muP's base shape; 0: this model's own (muP is then the SP)
+  mup_base_d_head: int = 0
 
   @property
   def d_head(self) -> int:
@@ -49,6 +52,21 @@ class TransformerConfig:
   @property
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
+
+  @property
+  def width_mult(self) -> float:
+    """d_model / muP's base d_model (1 under the standard parametrization)."""
+    if self.parametrization != "mup" or not self.mup_base_d_model:
+      return 1.0
+    return self.d_model / self.mup_base_d_model
+
+  @property
+  def attention_scale(self) -> float:
+    """The factor on q.k: 1/sqrt(K) (standard); muP's 1/K, times sqrt(base K) so that the base
+    shape has the standard value (Yang et al. 2022, Sec. 4: the attention logit scale 1/d_head)."""
+    if self.parametrization != "mup":
+      return self.d_head ** -0.5
+    return (self.mup_base_d_head or self.d_head) ** 0.5 / self.d_head
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
@@ -105,6 +123,8 @@ class Attention(nn.Module):
     q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = qkv_3xBxHxLxK[0], qkv_3xBxHxLxK[1], qkv_3xBxHxLxK[2]
     if cfg.positions == "rotary":
       q_BxHxLxK, k_BxHxLxK = rotary(q_BxHxLxK, cfg.rope_base), rotary(k_BxHxLxK, cfg.rope_base)
+    if cfg.parametrization == "mup":  # causal_attention applies 1/sqrt(K) itself
+      q_BxHxLxK = q_BxHxLxK * jnp.asarray(cfg.attention_scale * K ** 0.5, q_BxHxLxK.dtype)
     out_BxHxLxK = attention.causal_attention(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK,
                                              _attention_chunks(L, cfg.attention_block))
     out_BxLxHK = out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B, L, H * K)
@@ -150,11 +170,40 @@ class Transformer(nn.Module):
     x_BxLxD = _norm(cfg, "ln_final")(x_BxLxD)
     if cfg.tied_embeddings:
       B, L, D = x_BxLxD.shape
-      logits_NxV = embed.attend(x_BxLxD.reshape(B * L, D)) * cfg.d_model ** -0.5
+      logits_NxV = embed.attend(x_BxLxD.reshape(B * L, D)) * output_multiplier(cfg)
       logits_BxLxV = logits_NxV.reshape(B, L, cfg.vocab_size)
     else:
       logits_BxLxV = _dense_apply(cfg.vocab_size, cfg, "unembed", cfg.d_model, x_BxLxD)
+      if cfg.parametrization == "mup":
+        logits_BxLxV = logits_BxLxV / cfg.width_mult
     return logits_BxLxV.astype(jnp.float32)
+
+
+def output_multiplier(cfg: TransformerConfig) -> float:
+  """The tied readout's factor on x.E: 1/sqrt(d_model) (standard); under muP 1/sqrt(base
+  d_model) / width_mult, so that logits stay O(1) as the width grows (Yang et al. 2022, Table 8:
+  the output multiplier 1/width_mult, as mup's MuSharedReadout)."""
+  if cfg.parametrization != "mup":
+    return cfg.d_model ** -0.5
+  return (cfg.mup_base_d_model or cfg.d_model) ** -0.5 / cfg.width_mult
+
+
+HIDDEN_KERNELS = ("attn/qkv/kernel", "attn/out/kernel", "mlp/up/kernel", "mlp/down/kernel")
+
+
+def lr_multiplier(cfg: TransformerConfig):
+  """path -> the parameter's learning-rate multiplier: muP's Adam rule (Yang et al. 2022,
+  Table 8) scales the hidden matrices' rate by 1 / width_mult, and keeps the embedding (input
+  and tied readout, whose logits carry the output multiplier instead), the untied unembedding
+  and the norm scales at the base rate. Hidden fan-ins (d_model, n_heads d_head, d_ff) are taken
+  to grow together with d_model, as on the model ladder. 1 everywhere under the standard
+  parametrization. Paths are '/'-joined parameter names, e.g. 'block_0/mlp/up/kernel'."""
+  hidden = 1.0 / cfg.width_mult
+
+  def multiplier(path: str) -> float:
+    return hidden if path.endswith(HIDDEN_KERNELS) else 1.0
+
+  return multiplier
 
 
 def init_params(cfg: TransformerConfig, rng: jax.Array):

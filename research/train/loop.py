@@ -21,6 +21,7 @@ import optax
 
 from research import accounting, checkpoint, parallel, tracking
 from research.errors import UserError, require
+from research.train import branch
 from research.train.step import TrainState, all_finite, init_state, train_step
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -76,6 +77,11 @@ def validate(cfg, batch_size: int, n_devices: int) -> None:
             "must be a positive integer")
   require(cfg.loop.keep_checkpoints >= 1, "loop.keep_checkpoints", cfg.loop.keep_checkpoints,
           "must be at least 1")
+  keep = cfg.loop.get("keep_steps", ())
+  require(all(isinstance(s, int) and s >= 1 for s in keep), "loop.keep_steps", keep,
+          "must be a list of positive step numbers")
+  if cfg.loop.get("init_from", ""):
+    branch.parse(cfg.loop.init_from, ".")  # the format; the parent is checked by `start`
 
 
 class StopSignal:
@@ -151,20 +157,32 @@ def _put_batch(batch: dict, sharding) -> dict:
   return {k: put(np.asarray(v)) for k, v in batch.items()}
 
 
-def _restore_or_init(ckpt, make_state, shardings, run_id: str, workdir: str):
-  """(state, start step, checkpoint meta): the newest readable checkpoint of this run, or step 0."""
+def _restore_or_init(ckpt, make_state, shardings, run_id: str, workdir: str, init_from: str):
+  """(state, start step, checkpoint meta, parent): the newest readable checkpoint of this run;
+  else the parent's checkpoint when the run is a branch (`parent` is then set); else step 0."""
 
   def same_run(meta: dict) -> None:
     if meta.get("run_id", run_id) != run_id:
       raise UserError(f"the checkpoints in {workdir}/checkpoints belong to run {meta['run_id']}, "
                       f"not to this config's run {run_id}; use another workdir")
 
-  abstract = jax.eval_shape(make_state)
-  restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings), check_meta=same_run)
-  if restored is None:
-    return jax.jit(make_state, out_shardings=shardings)(), 0, {}
-  state, meta, start = restored
-  return state, start, meta
+  abstract = checkpoint.abstract_like(jax.eval_shape(make_state), shardings)
+  restored = ckpt.restore(abstract, check_meta=same_run)
+  if restored is not None:
+    state, meta, start = restored
+    return state, start, meta, None
+  if not init_from:
+    return jax.jit(make_state, out_shardings=shardings)(), 0, {}, None
+  parent = branch.parse(init_from, workdir)
+  source = checkpoint.Checkpointer(parent.checkpoints, read_only=True)
+  try:
+    state, meta, start = source.restore(abstract, step=parent.step)
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"config field 'loop.init_from' = {init_from!r}: the parent's checkpoint "
+                    f"does not fit this model ({type(e).__name__}: {str(e)[:200]})") from e
+  finally:
+    source.close()
+  return state, start, {"tokens_seen": meta.get("tokens_seen", 0.0)}, parent
 
 
 def _check_finite(step: int, m: dict) -> None:
@@ -208,11 +226,15 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
   batch_sh = parallel.batch_sharding(mesh)
   make_state = functools.partial(init_state, recipe.init, recipe.optimizer, cfg.seed)
   shardings = parallel.state_sharding(mesh, jax.eval_shape(make_state))
+  keep_steps = tuple(cfg.loop.get("keep_steps", ()))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.loop.keep_checkpoints,
-                                 use_async=cfg.loop.async_checkpoints)
+                                 use_async=cfg.loop.async_checkpoints, keep_steps=keep_steps)
+  lrs = learning_rates(recipe)
+  init_from = cfg.loop.get("init_from", "")  # checked by branch.verify before the run started
   try:
-    state, start, meta = _restore_or_init(ckpt, make_state, shardings, run_id, workdir)
+    state, start, meta, parent = _restore_or_init(ckpt, make_state, shardings, run_id, workdir,
+                                                  init_from)
   except BaseException:
     ckpt.close()
     raise
@@ -222,7 +244,6 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
                                       optimizer=recipe.optimizer),
                     in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
                     out_shardings=(shardings, None), donate_argnums=0)
-  lrs = learning_rates(recipe)
   finite_fn = jax.jit(all_finite)
   if cfg.tracking.peak_flops > 0:
     peak, peak_source = cfg.tracking.peak_flops, "config tracking.peak_flops"
@@ -231,7 +252,13 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
   tracker = tracking.Tracker(workdir, cfg.tracking, config_dict, run_id, recipe.num_steps, start,
                              progress=progress, group=wandb_group,
                              chief=jax.process_index() == 0)
-  if start:
+  if parent is not None:
+    tracker.event("branch", parent=parent.run_dir, from_step=start)
+    for kind, record in branch.history(parent):
+      tracker.write(record["step"], {k: v for k, v in record.items() if k not in ("kind", "step")},
+                    kind=kind)
+    tracker.message(f"branched from {parent.run_dir} at step {start}")
+  elif start:
     tracker.event("resume", from_step=start)
     tracker.message(f"resumed from the checkpoint at step {start}")
 
@@ -289,7 +316,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
           tracker.message(f"{stop.received}: saved the checkpoint at step {done}; "
                           "run the same command again to resume")
           break
-        if done % cfg.loop.checkpoint_every == 0 and done < recipe.num_steps:
+        if (done % cfg.loop.checkpoint_every == 0 or done in keep_steps) and done < recipe.num_steps:
           # `units` covers the steps before this one, whose metrics are still pending
           save(done, state, units + float(jax.device_get(metrics.get("tokens", 0.0))))
     if status == "finished":
@@ -314,6 +341,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
       **{f"final_{k}": v for k, v in last_eval.items()},
       "wall_s": wall(),
       "compile_s": compile_clock.seconds,
+      **({"init_from": init_from} if init_from else {}),
       "peak_flops": peak,
       "peak_flops_source": peak_source,
       "devices": mesh.size,

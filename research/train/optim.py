@@ -59,14 +59,43 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def optimizer(train_cfg) -> optax.GradientTransformation:
+def path_name(path) -> str:
+  """'block_0/mlp/up/kernel' for a pytree key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def scale_by_path(multiplier) -> optax.GradientTransformation:
+  """Multiply each parameter's update by `multiplier(path_name)` (per-parameter learning rates,
+  e.g. muP's): an optax partition with one `optax.scale` per distinct multiplier."""
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(lambda p, _: repr(float(multiplier(path_name(p)))),
+                                            params)
+
+  def transforms(params):
+    return {label: optax.scale(float(label)) for label in set(jax.tree.leaves(labels(params)))}
+
+  def init(params):
+    return optax.multi_transform(transforms(params), labels).init(params)
+
+  def update(updates, state, params=None):
+    return optax.multi_transform(transforms(updates), labels).update(updates, state, params)
+
+  return optax.GradientTransformation(init, update)
+
+
+def optimizer(train_cfg, lr_multiplier=None) -> optax.GradientTransformation:
   """AdamW (decoupled weight decay on matrices) with clipping, for a learning rate of 1.
 
   The loop multiplies its updates by `schedule(...)(step)` (see research.train.step.train_step),
-  which is AdamW with that learning rate: -lr (adam + wd p).
+  which is AdamW with that learning rate: -lr (adam + wd p). `lr_multiplier(path)` scales each
+  parameter's rate (decay included, as in mup's MuAdamW); None: 1 for every parameter.
   """
   adamw = optax.adamw(1.0, b1=train_cfg.b1, b2=train_cfg.b2,
                       eps=train_cfg.eps, weight_decay=train_cfg.weight_decay, mask=decay_mask)
+  parts = [adamw]
   if train_cfg.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), adamw)
-  return adamw
+    parts.insert(0, optax.clip_by_global_norm(train_cfg.grad_clip))
+  if lr_multiplier is not None:
+    parts.append(scale_by_path(lr_multiplier))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
