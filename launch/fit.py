@@ -99,25 +99,6 @@ def _options(args) -> dict:
               minimum=args.minimum, budgets=budgets)
 
 
-def _figures(runs, report, out: str) -> list[str]:
-  from research.scaling import plots
-  results = report["approaches"]
-  conv = report["conventions"]
-  paths = []
-  if "3" in results:
-    theta = np.array(results["3"]["theta"])
-    paths += plots.save(plots.loss_vs_compute(runs, theta, conv),
-                        os.path.join(out, "loss_vs_compute"))
-    paths += plots.save(plots.loss_vs_n_d(runs, theta), os.path.join(out, "loss_vs_n_d"))
-  if "2" in results:
-    ids = table.budgets(runs.C, report["options"]["budget_tolerance_dex"])
-    paths += plots.save(plots.isoflop_curves(runs, results["2"]["minima"], ids),
-                        os.path.join(out, "isoflop_curves"))
-  flops_range = (runs.C.min() / 2, max(runs.C.max() * 10, max(report["budgets"], default=0)))
-  paths += plots.save(plots.allocation(results, conv, flops_range), os.path.join(out, "allocation"))
-  return paths
-
-
 def main(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
   runs = _load_runs(args)
@@ -133,7 +114,8 @@ def main(argv: list[str]) -> int:
                       report_lib.format_report(report) + "\n")
     written = ["fit.json", "summary.txt"]
     if not args.no_plots:
-      written += [os.path.basename(p) for p in _figures(runs, report, args.out)]
+      from research.scaling import plots
+      written += [os.path.basename(p) for p in plots.report_figures(runs, report, args.out)]
     print(f"\nwrote {', '.join(written)} to {args.out}")
   converged = all(r.get("converged", True) for r in report["approaches"].values())
   return 0 if converged else 1

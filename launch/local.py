@@ -78,8 +78,30 @@ class LocalBackend:
     and end, tick() about once a second. When stop() turns true, no new run starts and the
     running ones are asked (SIGTERM) to checkpoint and stop."""
     queue = list(tasks)
+    waiting_for = {t.run_id for t in tasks}  # a branch starts when its parent has finished
     slots = [self._start(k) for k in range(min(self.workers, len(queue)))]
     stopping = False
+
+    def finish(result) -> None:
+      if result.status == "finished":
+        waiting_for.discard(result.run_id)
+      on_done(result)
+
+    def next_task():
+      for i, task in enumerate(queue):
+        if task.after not in waiting_for:
+          return queue.pop(i)
+      return None
+
+    def fail_orphans() -> None:
+      """Branches whose parent failed, or cannot finish in this launch, fail with the reason."""
+      busy = {s["task"].run_id for s in slots if s["task"] is not None}
+      pending = {t.run_id for t in queue}
+      for task in [t for t in queue if t.after in waiting_for and t.after not in busy | pending]:
+        queue.remove(task)
+        reason = f"its parent run {task.after} did not finish"
+        store.write_status(task.run_dir, "failed", reason=reason)
+        finish(worker_lib.Result(task.run_id, "failed", reason))
     try:
       while any(s["task"] is not None for s in slots) or (queue and not stopping):
         if stop() and not stopping:
@@ -87,11 +109,15 @@ class LocalBackend:
           for s in slots:
             if s["task"] is not None and s["process"].is_alive():
               os.kill(s["process"].pid, signal.SIGTERM)
+        fail_orphans()
         for k, s in enumerate(slots):
           if s["task"] is None and queue and not stopping:
+            task = next_task()
+            if task is None:
+              break
             if not s["process"].is_alive():
               slots[k] = s = self._start(k)
-            s["task"] = queue.pop(0)
+            s["task"] = task
             s["conn"].send(s["task"])
             on_start(s["task"])
         busy = [s for s in slots if s["task"] is not None]
@@ -99,7 +125,7 @@ class LocalBackend:
             [s["conn"] for s in busy] + [s["process"].sentinel for s in busy], timeout=1.0)
         for s in busy:
           if s["conn"] in ready or s["process"].sentinel in ready:
-            self._collect(s, on_done)
+            self._collect(s, finish)
         tick()
     finally:
       for s in slots:

@@ -183,17 +183,28 @@ def queue_states(workdir: str) -> dict[str, str]:
 
 def submit(workdir: str, record: dict, tasks: list, options: Options, threads: int) -> dict:
   """Submits the tasks as an array (runs_per_task runs each) and the analysis job after it.
+  Branches (loop.init_from) go in one more array per generation, each after the one before.
 
   Returns {"array": id, "analysis": id, "runs": {run id: job id}}; records them in jobs.json."""
   from research.fileio import atomic_write_json
   folder = os.path.join(workdir, "slurm")
   cache = worker_lib.cache_dir(workdir)
-  chunks = [tasks[i:i + options.runs_per_task]
-            for i in range(0, len(tasks), options.runs_per_task)]
-  executor = _executor(folder, options, threads, f"sweep-{record['name']}")
-  with executor.batch():
-    jobs = [executor.submit(SlurmRuns(chunk, threads, cache)) for chunk in chunks]
-  array_id = jobs[0].job_id.split("_")[0]
+  by_id = {t.run_id: t for t in tasks}
+  waves = {}  # branches go in a later array than their parents, which it waits for
+  for task in tasks:
+    waves.setdefault(worker_lib.depth(task, by_id), []).append(task)
+  jobs, chunks, array_id = [], [], None
+  for level in sorted(waves):
+    wave = waves[level]
+    wave_chunks = [wave[i:i + options.runs_per_task]
+                   for i in range(0, len(wave), options.runs_per_task)]
+    more = {"dependency": f"afterany:{array_id}"} if array_id else {}
+    executor = _executor(folder, options, threads, f"sweep-{record['name']}", **more)
+    with executor.batch():
+      wave_jobs = [executor.submit(SlurmRuns(chunk, threads, cache)) for chunk in wave_chunks]
+    array_id = wave_jobs[0].job_id.split("_")[0]
+    jobs += wave_jobs
+    chunks += wave_chunks
   after = _executor(folder, dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1),
                     1, f"analyze-{record['name']}", dependency=f"afterany:{array_id}")
   analysis = after.submit(_analyze, os.path.abspath(workdir))

@@ -105,7 +105,7 @@ def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> tu
 def rate_estimate(workdir: str, record: dict, threads: int) -> tuple[float, float, str]:
   """(FLOP/s per run, overhead s per run, basis) for time estimates."""
   finished = [store.summary(store.run_dir(workdir, r["run"])) for r in record["runs"]]
-  finished = [s for s in finished if s and s.get("wall_s")]
+  finished = [s for s in finished if s and s.get("wall_s") and not s.get("init_from")]
   if finished:
     rates = sorted(s["flops"] / max(s["wall_s"] - s.get("compile_s", 0.0), 1e-3) for s in finished)
     compile_s = sorted(s.get("compile_s", OVERHEAD_S) for s in finished)
@@ -123,6 +123,12 @@ def hms(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def cost(run: dict) -> float:
+  """FLOPs a planned run trains itself: its C, less what a branch's parent trained before the
+  branch step (`C_start` in the study's size)."""
+  return run["C"] - run.get("C_start", 0.0)
+
+
 def format_plan(record: dict, states: dict, rate: float, overhead: float, basis: str,
                 workers: int) -> str:
   """The plan table, one line per run, and a total with the estimated wall time left."""
@@ -133,16 +139,16 @@ def format_plan(record: dict, states: dict, rate: float, overhead: float, basis:
   lines, left = [head], 0.0
   states = {r["run"]: states.get(r["run"], "pending") for r in record["runs"]}
   for r in record["runs"]:
-    est = r["C"] / rate + overhead
+    est = cost(r) / rate + overhead
     state = states[r["run"]]
     if state != "finished":
       left += est
     fields = " ".join(f"{str(r['fields'].get(v)):>10}" for v in varying)
     lines.append(f"{r['run']:<12} {r['N']:>10,} {r['N_nonemb']:>10,} {r['D']:>10.3g} "
                  f"{r['C']:>9.2e} {hms(est):>8}  {fields}  {state}")
-  total_c = sum(r["C"] for r in record["runs"])
+  total_c = sum(cost(r) for r in record["runs"])
   wall = left / max(1, min(workers, sum(s != "finished" for s in states.values()) or 1))
-  lines.append(f"{len(record['runs'])} runs, C = {total_c:.3e} FLOPs in all "
+  lines.append(f"{len(record['runs'])} runs, {total_c:.3e} FLOPs to train in all "
                f"('{record['runs'][0]['flop_convention']}'); left to train: "
                f"{sum(s != 'finished' for s in states.values())} runs, about {hms(left)} of "
                f"run time, {hms(wall)} on {workers} worker(s) (estimates: {basis})")
@@ -155,7 +161,8 @@ class Progress:
   def __init__(self, workdir: str, record: dict, todo: list[str]):
     from tqdm import tqdm
     self.workdir = workdir
-    self.C = {r["run"]: r["C"] for r in record["runs"]}
+    self.C = {r["run"]: cost(r) for r in record["runs"]}
+    self.C_start = {r["run"]: r.get("C_start", 0.0) for r in record["runs"]}
     self.todo, self.running, self.done, self.failed = set(todo), set(), set(), []
     finished = len(record["runs"]) - len(todo)
     self.base = sum(c for run, c in self.C.items() if run not in self.todo)
@@ -167,8 +174,8 @@ class Progress:
 
   def _flops(self) -> float:
     flops = self.base + sum(self.C[r] for r in self.done)
-    flops += sum(min(store.progress_flops(store.run_dir(self.workdir, r)), self.C[r])
-                 for r in self.todo - self.done)
+    flops += sum(min(max(store.progress_flops(store.run_dir(self.workdir, r))
+                         - self.C_start[r], 0.0), self.C[r]) for r in self.todo - self.done)
     return flops
 
   def _postfix(self) -> None:

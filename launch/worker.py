@@ -23,12 +23,25 @@ class Task:
   config: dict          # research.config.to_dict of the run's config
   study_path: str
   wandb_group: str | None = None
+  after: str = ""       # a run of the same sweep that must finish first (a branch's parent)
+
+
+def parent_run(config: dict, run_ids) -> str:
+  """The run of `run_ids` that a run branches from (loop.init_from 'RUN_ID@STEP'), or ''."""
+  parent = config.get("loop", {}).get("init_from", "").rpartition("@")[0]
+  return parent if parent in run_ids else ""
 
 
 def tasks_for(workdir: str, record: dict, runs: list[dict]) -> list[Task]:
   """The Tasks of `runs` (entries of sweep.json) in the sweep folder `workdir`."""
+  ids = {r["run"] for r in record["runs"]}
   return [Task(r["run"], os.path.abspath(store.run_dir(workdir, r["run"])), r["config"],
-               record["study"], record["name"]) for r in runs]
+               record["study"], record["name"], parent_run(r["config"], ids)) for r in runs]
+
+
+def depth(task: Task, by_id: dict) -> int:
+  """0 for a run with no parent in the sweep, else 1 + its parent's depth."""
+  return 0 if task.after not in by_id else 1 + depth(by_id[task.after], by_id)
 
 
 def cache_dir(workdir: str) -> str:

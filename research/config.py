@@ -115,6 +115,13 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> None:
       node[keys[-1]] = _parse(field, text, current)
 
 
+def preset(get_config, record: dict) -> ml_collections.ConfigDict:
+  """A sweep's config again from its sweep.json record: the preset with the launch's overrides."""
+  cfg = get_config(record["preset"])
+  apply_overrides(cfg, record.get("overrides", []))
+  return cfg
+
+
 def to_dict(cfg: ml_collections.ConfigDict) -> dict:
   return json.loads(cfg.to_json(sort_keys=True))
 

@@ -11,6 +11,7 @@
 """
 
 import io
+import os
 
 import matplotlib
 import matplotlib.ticker
@@ -187,6 +188,82 @@ def sweep_losses(runs, budgets: list[dict]):
   return fig
 
 
+def lr_transfer(curves: dict):
+  """Held-out loss against learning rate, a line per width and a panel per parametrization,
+  the best rate of each width marked. `curves`: {parametrization: {width: {lr, val_loss,
+  best_lr}}} (experiments/lr_transfer.py's fit.json)."""
+  names = [p for p in ("standard", "mup") if p in curves] + sorted(set(curves) - {"standard",
+                                                                                  "mup"})
+  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), sharey=True,
+                           squeeze=False)
+  finite = [v for c in curves.values() for w in c.values() for v in w["val_loss"] if v is not None]
+  for ax, name in zip(axes[0], names):
+    widths = sorted(curves[name])
+    colours = plt.cm.viridis(np.linspace(0, 0.85, len(widths)))
+    for colour, width in zip(colours, widths):
+      w = curves[name][width]
+      loss = [np.nan if v is None else v for v in w["val_loss"]]
+      ax.plot(w["lr"], loss, "o-", color=colour, label=f"d_model {width}")
+      if w["best_lr"]:
+        ax.axvline(w["best_lr"], color=colour, ls=":", lw=1)
+    title = "muP" if name == "mup" else f"{name} parametrization"
+    _log_axes(ax, "learning rate", "held-out loss (nats/token)", title)
+    ax.set_yscale("linear")
+    if finite:
+      low = min(finite)
+      ax.set_ylim(low - 0.02 * abs(low), min(max(finite), low + 1.0))
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def kaplan_laws(points, n_column: str, fits: dict):
+  """Kaplan et al.'s three views of one sweep. Left: L against N, a colour per D, with L(N) at
+  the largest D. Middle: L against D, a line per size, with L(D) at the largest N. Right: L
+  against C (6ND), every point, with the C_min envelope's power law. `fits`: one convention's
+  entry of experiments/kaplan.py's fit.json; `points` has N / N_nonemb, D, C, val_loss."""
+  fig, (ax_n, ax_d, ax_c) = plt.subplots(1, 3, figsize=(15, 4.3))
+  label_n = "non-embedding parameters N" if n_column == "N_nonemb" else "parameters N"
+  tokens = sorted(points.D.unique())
+  colours = plt.cm.plasma(np.linspace(0, 0.85, len(tokens)))
+  for colour, d in zip(colours, tokens):
+    here = points[points.D == d].sort_values(n_column)
+    ax_n.plot(here[n_column], here.val_loss, "o-", color=colour, lw=0.8, label=f"D = {d:.3g}")
+  law = fits["L(N) at the largest D"]
+  if law.get("X_c"):
+    grid = np.geomspace(points[n_column].min(), points[n_column].max() * 3, 80)
+    ax_n.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
+              label=f"(N_c/N)^{law['alpha']:.3f}")
+  _log_axes(ax_n, label_n, "held-out loss (nats/token)", "L(N), a line per D", logy=True)
+  ax_n.legend(fontsize=6)
+  sizes = sorted(points[n_column].unique())
+  colours = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
+  for colour, n in zip(colours, sizes):
+    here = points[points[n_column] == n].sort_values("D")
+    ax_d.plot(here.D, here.val_loss, "o-", color=colour, lw=0.8, label=f"N = {n:,.0f}")
+  law = fits["L(D) at the largest N"]
+  if law.get("X_c"):
+    grid = np.geomspace(points.D.min(), points.D.max() * 3, 80)
+    ax_d.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
+              label=f"(D_c/D)^{law['alpha']:.3f}")
+  _log_axes(ax_d, "training tokens D", "held-out loss (nats/token)",
+            "L(D), a line per size (WSD branches)", logy=True)
+  ax_d.legend(fontsize=6)
+  k = fits["C_min frontier"]["flops_per_param_token"]
+  flops = k * points[n_column] * points.D
+  ax_c.scatter(flops, points.val_loss, c=np.log(points[n_column]), cmap="viridis", s=14)
+  law = fits["C_min frontier"]
+  if law.get("X_c"):
+    grid = np.geomspace(flops.min(), flops.max() * 3, 80)
+    ax_c.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
+              label=f"C_min frontier (C_c/C)^{law['alpha']:.3f}; N_opt ~ C^{law['a']:.2f}")
+  _log_axes(ax_c, f"training compute C = {k:.3g} N D (FLOPs)", "held-out loss (nats/token)",
+            "L against compute (colour: log N)", logy=True)
+  ax_c.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
 def training_run(train: list[dict], evals: list[dict], summary: dict):
   """One run's training loss and its study's eval curves against the training units (tokens).
 
@@ -213,3 +290,23 @@ def training_run(train: list[dict], evals: list[dict], summary: dict):
   ax.legend(fontsize=8)
   fig.tight_layout()
   return fig
+
+
+def report_figures(runs, report, out: str, budget_ids=None) -> list[str]:
+  """The figures of a research.scaling.report analysis, saved into `out` (PNG and PDF)."""
+  from research.scaling import table
+  results = report["approaches"]
+  conv = report["conventions"]
+  paths = []
+  if "3" in results:
+    theta = np.array(results["3"]["theta"])
+    paths += save(loss_vs_compute(runs, theta, conv), os.path.join(out, "loss_vs_compute"))
+    paths += save(loss_vs_n_d(runs, theta), os.path.join(out, "loss_vs_n_d"))
+  if "2" in results:
+    ids = (table.budgets(runs.C, report["options"]["budget_tolerance_dex"])
+           if budget_ids is None else budget_ids)
+    paths += save(isoflop_curves(runs, results["2"]["minima"], ids),
+                  os.path.join(out, "isoflop_curves"))
+  flops_range = (runs.C.min() / 2, max(runs.C.max() * 10, max(report["budgets"], default=0)))
+  paths += save(allocation(results, conv, flops_range), os.path.join(out, "allocation"))
+  return paths

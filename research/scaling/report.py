@@ -43,9 +43,11 @@ def _approach3(runs, options) -> dict:
 def analyse(runs: table.Runs, options: dict) -> dict:
   """Run the requested approaches (1, 2, 3) and the held-out check; options from launch/fit.py."""
   report = dict(conventions=runs.conventions, n_points=int(len(runs.L)), approaches={},
-                options={k: v for k, v in options.items() if k != "budgets"},
+                options={k: v for k, v in options.items() if k not in ("budgets", "budget_ids")},
                 budgets=list(options["budgets"]))
-  budget_ids = table.budgets(runs.C, options["budget_tolerance_dex"])
+  budget_ids = options.get("budget_ids")  # a planned sweep's budgets; else grouped by C
+  if budget_ids is None:
+    budget_ids = table.budgets(runs.C, options["budget_tolerance_dex"])
   for approach in options["approaches"]:
     if approach == 3:
       result = _approach3(runs, options)

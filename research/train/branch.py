@@ -108,3 +108,31 @@ def verify(init_from: str, workdir: str, config_dict: dict, learning_rates: np.n
   parent = parse(init_from, workdir)
   check(parent, config_dict, init_from)
   check_schedule(parent, learning_rates, init_from)
+
+
+def branch_step(steps: int, cooldown_fraction: float) -> int:
+  """Where a WSD run of `steps` steps leaves its stable phase (research.train.optim.schedule)."""
+  return steps - max(1, round(cooldown_fraction * steps))
+
+
+def family(base, steps: list[int]) -> tuple:
+  """(parent, branches): one constant-rate run of `base` up to the last branch step, keeping its
+  checkpoints at every branch step, and one WSD branch of it per entry of `steps` (a run of that
+  many steps whose cooldown starts at its branch step). `base` is a locked run config with the
+  wsd schedule; the branches name the parent by run id, so they must live beside it (a sweep)."""
+  from research import config as config_lib
+  per_step = base.train.batch_size * base.train.seq_len
+  points = {n: branch_step(n, base.train.cooldown_fraction) for n in steps}
+  parent = config_lib.from_dict(config_lib.to_dict(base))
+  with parent.unlocked():
+    parent.train.update(schedule="constant", tokens=max(points.values()) * per_step)
+    parent.loop.keep_steps = tuple(sorted(set(points.values())))
+  parent_id = config_lib.run_id(parent)
+  branches = []
+  for n, at in points.items():
+    run = config_lib.from_dict(config_lib.to_dict(base))
+    with run.unlocked():
+      run.train.update(schedule="wsd", tokens=n * per_step)
+      run.loop.init_from = f"{parent_id}@{at}"
+    branches.append(run)
+  return parent, branches

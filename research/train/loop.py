@@ -262,10 +262,14 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
     tracker.event("resume", from_step=start)
     tracker.message(f"resumed from the checkpoint at step {start}")
 
+  eval_clock = [0.0]
+
   def evaluate(step: int, state: TrainState) -> dict:
+    started = time.perf_counter()
     results = {}
     for evaluator in recipe.evaluators:
-      results.update(evaluator(state.params))
+      results.update(jax.device_get(evaluator(state.params)))
+    eval_clock[0] += time.perf_counter() - started
     tracker.write(step, results, kind="eval")
     return results
 
@@ -341,6 +345,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
       **{f"final_{k}": v for k, v in last_eval.items()},
       "wall_s": wall(),
       "compile_s": compile_clock.seconds,
+      "eval_s": eval_clock[0],
       **({"init_from": init_from} if init_from else {}),
       "peak_flops": peak,
       "peak_flops_source": peak_source,

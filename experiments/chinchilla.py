@@ -1,0 +1,369 @@
+"""Chinchilla's compute-optimal allocation (Hoffmann et al. 2022) on our own runs: IsoFLOP sweeps.
+
+    python -m launch sweep --config experiments/chinchilla.py:cpu --workdir runs/chinchilla
+
+The plan: budgets C spaced evenly in log C; at each budget `sizes` models of the model ladder
+(research/models/ladder.py) spaced by `spacing` in N around a prior optimum N_opt(C) =
+prior_n (C / prior_c)^prior_a; each trained on D = C / F(N) tokens, F the training FLOPs per token
+of that shape under tracking.flop_convention. Sizes sit on one grid in log N, so a size recurs at
+several budgets; each size is one constant-rate parent run with WSD cooldown branches
+(research/train/branch.py) at the token counts its budgets need, which costs about one run per
+size instead of one per point. Every model is muP (Yang et al. 2022) with the base width's tuned
+learning rate (see results/chinchilla/README.md for the pilots that chose it).
+
+The analysis fits Approaches 1, 2 and 3 (research/scaling) with bootstrap intervals under two N
+conventions (total, non-embedding) and two FLOP counts (6ND with that N; our full count), holds
+out the largest budget and predicts its optimal loss, and gives N_opt, D_opt and tokens per
+parameter at the budgets in sweep.flops (`--config.sweep.flops=1e15,1e18`).
+
+Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
+45 minutes on 2 cores), gpu (1e17-1e19 FLOPs on a TFDS corpus you prepare; --dry-run prints its
+plan), synthetic (the cpu plan's shape on the generated language whose entropy rate is known:
+Approach 3's E against it).
+"""
+
+import math
+import os
+
+import ml_collections
+import numpy as np
+
+from experiments import lm
+from research import config as config_lib
+from research import store
+from research.errors import UserError, require
+from research.fileio import atomic_write_json, atomic_write_text
+from research.models import ladder, transformer
+from research.train import branch
+
+PRESETS = ("smoke", "cpu", "gpu", "synthetic")
+validate_run = lm.validate
+recipe = lm.recipe
+
+
+def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
+  c = lm.get_config("smoke")
+  c.model.update(tied_embeddings=False, parametrization="mup", context=128)
+  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
+                 cooldown_fraction=0.2, final_lr_fraction=0.0, lr=3e-3)
+  c.data.val_batches = 16
+  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  c.tracking.flop_convention = "full"
+  c.sweep = ml_collections.ConfigDict(dict(
+      budgets=(1e11, 10 ** 11.5, 1e12, 10 ** 12.5), sizes=7, spacing=10 ** 0.25, prior_c=1e12,
+      prior_n=4.7e4, prior_a=0.5, aspect=16.0, head_size=4, ff_ratio=4, base_width=24,
+      branches=True,
+      extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100))
+  if preset == "smoke":
+    c.model.context = 64
+    c.train.update(batch_size=8, seq_len=64, warmup_steps=10)
+    c.data.val_batches = 4
+    c.sweep.update(budgets=(2e9, 8e9, 3.2e10), sizes=3, spacing=2.0, prior_c=8e9, prior_n=1.2e4,
+                   head_size=8, base_width=16, bootstrap=20)
+  elif preset in ("cpu", "synthetic"):
+    c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
+  elif preset == "gpu":
+    c.model.update(context=1024, dtype="bfloat16")
+    c.data.update(source="tfds:openwebtext", val_batches=32)
+    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500, lr=3e-3)
+    c.loop.update(log_every=50, checkpoint_every=1000)
+    c.sweep.update(budgets=(1e17, 4e17, 1.6e18, 6.4e18), sizes=7, spacing=2 ** 0.5,
+                   prior_c=1e18, prior_n=5e7, aspect=64.0, head_size=64, base_width=256)
+  c.model.mup_base_d_model = c.sweep.base_width
+  c.model.mup_base_d_head = c.sweep.head_size
+  return c
+
+
+def validate(c) -> None:
+  lm.validate(c)
+  if "sweep" not in c:
+    return
+  s = c.sweep
+  require(len(s.budgets) >= 2 and all(b > 0 for b in s.budgets)
+          and list(s.budgets) == sorted(s.budgets), "sweep.budgets", s.budgets,
+          "must be at least two increasing positive FLOP budgets")
+  require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
+          "an IsoFLOP budget needs at least 3 sizes to have an interior minimum")
+  require(s.spacing > 1, "sweep.spacing", s.spacing, "must be a ratio > 1 between sizes")
+  require(isinstance(s.base_width, int) and s.base_width >= 1, "sweep.base_width", s.base_width,
+          "must be muP's base d_model, where the learning rate was tuned")
+  require(0 < s.prior_a < 1 and s.prior_n > 0 and s.prior_c > 0, "sweep.prior_a", s.prior_a,
+          "the prior N_opt = prior_n (C / prior_c)^prior_a needs prior_n, prior_c > 0 and "
+          "0 < prior_a < 1")
+  for field in ("extra_low", "extra_high"):
+    require(isinstance(s[field], int) and s[field] >= 0, f"sweep.{field}", s[field],
+            "must be a number of sizes >= 0")
+
+
+def _shape(n_target: float, s) -> ladder.Rung:
+  return ladder.rung(n_target, aspect=s.aspect, head_size=s.head_size, ff_ratio=s.ff_ratio,
+                     tolerance=0.35)
+
+
+def grid(c) -> list[dict]:
+  """The IsoFLOP points: per budget, grid indices i (N_target = prior_n spacing^i) around the
+  prior optimum, their ladder shapes, steps and tokens."""
+  s, t = c.sweep, c.train
+  per_step = t.batch_size * t.seq_len
+  half = (s.sizes - 1) / 2
+  points = []
+  for j, budget in enumerate(s.budgets):
+    centre = math.log(s.prior_n * (budget / s.prior_c) ** s.prior_a / s.prior_n) / math.log(
+        s.spacing)
+    low, high = round(centre - half), round(centre - half) + s.sizes - 1
+    shapes = {}
+    for i in range(low - s.extra_low, high + s.extra_high + 1):
+      shape = _shape(s.prior_n * s.spacing ** i, s)
+      shapes.setdefault(shape, i)  # the coarse ladder of small models can repeat a shape
+    if len(shapes) < 3:
+      raise UserError(f"sweep.budgets: C = {budget:.3g} gets {len(shapes)} distinct shape(s) "
+                      "from the ladder, no interior point is possible; raise sweep.spacing or "
+                      "lower sweep.head_size")
+    for shape, i in shapes.items():
+      mcfg = transformer.TransformerConfig(**{**c.model.to_dict(), **shape.model_fields()})
+      per_token = transformer.train_flops_per_token(mcfg, t.seq_len, c.tracking.flop_convention)
+      steps = round(budget / per_token / per_step)
+      cooldown = max(1, round(t.cooldown_fraction * steps))
+      if steps - cooldown <= t.warmup_steps:
+        raise UserError(
+            f"sweep.budgets: C = {budget:.3g} is too small for the model of N = "
+            f"{shape.n_nonemb:,} non-embedding parameters: {steps} steps of {per_step} tokens, "
+            f"and warmup ({t.warmup_steps}) plus cooldown ({cooldown}) need more")
+      points.append(dict(budget=j, C_planned=budget, index=i, shape=shape, steps=steps))
+  return points
+
+
+def plan(c) -> list[ml_collections.ConfigDict]:
+  """Per size on the grid, a constant-rate parent (its checkpoints kept at the branch steps)
+  and the size's IsoFLOP points as WSD branches of it (research.train.branch.family); parents
+  come first. Without sweep.branches, one WSD run per point."""
+  points = grid(c)
+  base = config_lib.to_dict(c)
+  del base["sweep"]
+  per_step = c.train.batch_size * c.train.seq_len
+  parents, runs = [], []
+  for shape in sorted({p["shape"] for p in points}, key=lambda r: r.n_nonemb):
+    sized = config_lib.from_dict(base)
+    with sized.unlocked():
+      sized.model.update(**shape.model_fields())
+    steps = [p["steps"] for p in points if p["shape"] == shape]
+    if c.sweep.branches:
+      parent, branches = branch.family(sized, steps)
+      parents.append(parent)
+      runs += branches
+    else:
+      for n in steps:
+        run = config_lib.from_dict(config_lib.to_dict(sized))
+        with run.unlocked():
+          run.train.tokens = n * per_step
+        runs.append(run)
+  return parents + runs
+
+
+def size(c) -> dict:
+  """lm.size, plus C_start: the FLOPs a branch's parent trained before the branch step."""
+  out = lm.size(c)
+  parent = c.loop.init_from.rpartition("@")[2]
+  if parent:
+    out["C_start"] = out["C"] * int(parent) / out["steps"]
+  return out
+
+
+# Analysis.
+
+CONVENTIONS = {  # name: (N column, how C is counted)
+    "N total, C = 6ND": ("N", "6ND"),
+    "N non-embedding, C = 6ND": ("N_nonemb", "6ND"),
+    "N total, C full count": ("N", "full"),
+    "N non-embedding, C full count": ("N_nonemb", "full"),
+}
+HEADLINE = "N total, C = 6ND"
+
+
+def step_speed(run_dir: str) -> tuple:
+  """(tokens/s, MFU): medians over the train steps this run logged itself (not those a branch
+  copied from its parent, nor the first, which includes compiling)."""
+  import json
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None, None
+  own, start = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if r.get("event") == "branch":
+        start = r.get("from_step", 0)
+      elif r.get("kind") == "train" and r.get("step", -1) > start and "tokens_per_s" in r:
+        own.append(r)
+  own = [r for r in own if r["step"] >= start][1:] or own
+  if not own:
+    return None, None
+  return (float(np.median([r["tokens_per_s"] for r in own])),
+          float(np.median([r.get("mfu", np.nan) for r in own])))
+
+
+def points_table(workdir: str):
+  """(runs.csv's table of every planned run with its role and shape, the finished IsoFLOP
+  points with their budget id: runs whose C, counted in full, lie within 0.05 dex)."""
+  from research.scaling import table
+  df = store.table(workdir)
+  shapes = {}
+  for r in store.read_sweep(workdir)["runs"]:
+    m, t = r["config"]["model"], r["config"]["train"]
+    shapes[r["run"]] = ("parent" if t["schedule"] == "constant" else "point", m["d_model"],
+                        m["n_layers"])
+  df["role"], df["d_model"], df["n_layers"] = (
+      [shapes[run][k] for run in df.run] for k in range(3))
+  speed = [step_speed(store.run_dir(workdir, run)) for run in df.run]
+  df["tokens_per_s"], df["mfu"] = [s[0] for s in speed], [s[1] for s in speed]
+  times = [store.summary(store.run_dir(workdir, run)) or {} for run in df.run]
+  df["compile_s"], df["eval_s"] = ([t.get(k) for t in times] for k in ("compile_s", "eval_s"))
+  points = df[(df.role == "point") & (df.status == "finished")].copy().reset_index(drop=True)
+  points["budget"] = table.budgets(points.C.to_numpy(float)) if len(points) else []
+  return df, points
+
+
+def _runs(points, n_column: str, count: str):
+  from research.scaling import table
+  frame = points.assign(C_used=points.C if count == "full"
+                        else 6.0 * points[n_column] * points.D)
+  k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
+  return table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss", run="run",
+                               flops_per_param_token=k,
+                               n_convention="total" if n_column == "N" else "non-embedding")
+
+
+def _options(s, budget_ids, bootstrap: int) -> dict:
+  return dict(approaches=[1, 2, 3], form="hoffmann", delta=1e-3, reduce="sum", likelihood=False,
+              keep=32, maxiter=300, bootstrap=bootstrap, ci=0.95, seed=0, heldout=1,
+              budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0,
+              minimum="parabola", budgets=list(s.flops), budget_ids=budget_ids)
+
+
+def heldout_optimum(runs, budget_ids, options) -> dict:
+  """Hoffmann's law fitted without the largest budget predicts that budget's optimal loss; the
+  observed optimum is the vertex of its IsoFLOP parabola (Approach 2)."""
+  from research.scaling import approaches
+  from research.scaling.fit import fit_law
+  from research.scaling.forms import hoffmann_frontier
+  largest = budget_ids == budget_ids.max()
+  train = runs.subset(~largest)
+  fit = fit_law("hoffmann", train.inputs(), train.L, delta=options["delta"], keep=options["keep"],
+                maxiter=options["maxiter"])
+  observed = approaches.isoflop_minima(runs.subset(largest), budget_ids[largest],
+                                       window=options["window"])[0]
+  k = runs.conventions["flops_per_param_token"]
+  frontier = hoffmann_frontier(fit.theta, np.array([observed["C"]]), k)
+  n, d = float(frontier["N_opt"][0]), float(frontier["D_opt"][0])
+  predicted = float(fit.form.loss(fit.theta, dict(N=np.array([n]), D=np.array([d])))[0])
+  return dict(C=observed["C"], predicted_L_opt=predicted, observed_L_opt=observed["L_opt"],
+              relative_error=(predicted - observed["L_opt"]) / observed["L_opt"],
+              predicted_N_opt=n, observed_N_opt=observed["N_opt"], train_converged=fit.converged)
+
+
+def _summary(report: dict) -> dict:
+  out = {}
+  for name, result in report["approaches"].items():
+    entry = dict(a=result.get("a"), b=result.get("b"),
+                 intervals=result.get("bootstrap", {}).get("intervals", {}))
+    if name == "3":
+      entry.update(E=result["fit"]["params"]["E"], alpha=result["fit"]["params"]["alpha"],
+                   beta=result["fit"]["params"]["beta"], allocation=result["allocation"])
+    out[f"approach{name}"] = entry
+  return out
+
+
+def analyze(workdir: str) -> dict:
+  """runs.csv; Approaches 1-3 under every convention (fit.json, report.md); the headline
+  convention's figures."""
+  from research.scaling import plots
+  from research.scaling import report as report_lib
+  record = store.read_sweep(workdir)
+  s = config_lib.preset(get_config, record).sweep
+  df, points = points_table(workdir)
+  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
+  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  if points.empty or points.budget.nunique() < 2:
+    print(f"analysis: {len(points)} finished IsoFLOP point(s); a fit needs two budgets or more")
+    return paths
+  budget_ids = points.budget.to_numpy()
+  fits, headline_runs = {}, None
+  for name, (n_column, count) in CONVENTIONS.items():
+    runs = _runs(points, n_column, count)
+    options = _options(s, budget_ids, s.bootstrap if name == HEADLINE else s.bootstrap // 2)
+    report = report_lib.analyse(runs, options)
+    try:
+      report["heldout_optimum"] = heldout_optimum(runs, budget_ids, options)
+    except UserError as e:  # too few points below the largest budget
+      report["heldout_optimum"] = dict(skipped=str(e))
+    report["approaches"] = {k: {kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"}
+                            for k, v in report["approaches"].items()}
+    fits[name] = report
+    if name == HEADLINE:
+      headline_runs, headline = runs, report
+  edges = []
+  for budget, group in points.groupby("budget"):
+    best = group.N.iloc[int(np.argmin(group.val_loss.to_numpy()))]
+    if best in (group.N.min(), group.N.max()):
+      side = "extra_low" if best == group.N.min() else "extra_high"
+      edges.append(dict(C=float(group.C.median()), best_N=float(best), add=side))
+  entropy = [store.summary(store.run_dir(workdir, r)).get("entropy_rate_nats")
+             for r in points.run[:1]]
+  record_out = dict(
+      study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
+      L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
+      budgets=sorted({float(f"{c:.3g}") for c in points.groupby("budget").C.median()}),
+      points=int(len(points)), planned_runs=int(len(df)), edges=edges,
+      entropy_rate_nats=entropy[0] if entropy else None,
+      summary={name: _summary(r) for name, r in fits.items()},
+      heldout_optimum={name: r["heldout_optimum"] for name, r in fits.items()},
+      fits=fits)
+  paths["fit.json"] = os.path.join(workdir, "fit.json")
+  atomic_write_json(paths["fit.json"], record_out)
+  paths["report.md"] = os.path.join(workdir, "report.md")
+  atomic_write_text(paths["report.md"], format_report(record_out))
+  for path in plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids):
+    paths[os.path.basename(path)] = path
+  return paths
+
+
+def _ci(entry: dict, key: str) -> str:
+  value, interval = entry.get(key), entry.get("intervals", {}).get(key)
+  if value is None:
+    return "-"
+  return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def format_report(record: dict) -> str:
+  """Markdown: exponents under every convention, the allocation, the held-out check."""
+  lines = ["| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
+           "beta | held-out L_opt error |", "|---|---|---|---|---|---|"]
+  for name, entry in record["summary"].items():
+    a3 = entry["approach3"]
+    held = record["heldout_optimum"][name]
+    lines.append(f"| {name} | {_ci(entry['approach1'], 'a')} | {_ci(entry['approach2'], 'a')} | "
+                 f"{_ci(a3, 'a')} | {a3['E']:.3f}, {a3['alpha']:.3f}, {a3['beta']:.3f} | "
+                 + (f"{held['relative_error']:+.2%} |" if "relative_error" in held else
+                    "skipped |"))
+  lines += ["", f"Compute-optimal allocation (Approach 3, {record['headline']}):", "",
+            "| C (FLOPs) | N_opt | D_opt | tokens per parameter | L_opt |", "|---|---|---|---|---|"]
+  for row in record["summary"][record["headline"]]["approach3"]["allocation"]:
+    lines.append(f"| {row['C']:.2e} | {row['N_opt']:.3g} | {row['D_opt']:.3g} | "
+                 f"{row['tokens_per_param']:.1f} | {row['L_opt']:.3f} |")
+  for name, report in record["fits"].items():
+    for approach, result in report["approaches"].items():
+      for warning in result.get("warnings", []):
+        lines.append(f"\nwarning ({name}, Approach {approach}): {warning}")
+  for edge in record.get("edges", []):
+    lines.append(f"\nbudget C = {edge['C']:.3g}: its best size (N = {edge['best_N']:,.0f}) is at the "
+                 f"edge of its grid; add sizes there with --extend --config.sweep.{edge['add']}=1")
+  if record.get("entropy_rate_nats"):
+    e = record["summary"][record["headline"]]["approach3"]["E"]
+    lines += ["", f"Known truth: fitted E = {e:.4f} nats/token, entropy rate of the data "
+              f"{record['entropy_rate_nats']:.4f} ({e / record['entropy_rate_nats'] - 1:+.2%})."]
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,205 @@
+"""Kaplan et al. (2020) scaling laws on our own runs: L(N), L(D), L(N, D) and the C_min frontier.
+
+    python -m launch sweep --config experiments/kaplan.py:cpu --workdir runs/kaplan
+
+The plan: `sizes` models of the model ladder (research/models/ladder.py) from n_min to n_max
+non-embedding parameters, spaced evenly in log N; each is one constant-rate parent run to the
+largest token count with WSD cooldown branches (research/train/branch.py) at the token counts
+`fractions` x tokens_max, so every size has a whole L(D) curve. muP, with the base width's
+learning rate, as in experiments/chinchilla.py.
+
+The analysis fits, under both N conventions (non-embedding as Kaplan et al., total as Hoffmann et
+al.) and both FLOP counts (6ND with that N; our full count):
+  * L(N) = (N_c / N)^alpha_N at the largest D (and E + A N^-alpha beside it);
+  * L(D) = (D_c / D)^alpha_D at the largest N;
+  * L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D on every point (Kaplan eq. 1.5);
+  * the C_min frontier: the lower envelope of loss against compute, L(C_min) = (C_c / C_min)^
+    alpha_C, and N_opt ~ C^a along it.
+
+Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
+45 minutes on 2 cores), gpu (a real cluster on a TFDS corpus you prepare; --dry-run prints it).
+"""
+
+import os
+
+import ml_collections
+import numpy as np
+
+from experiments import chinchilla, lm
+from research import config as config_lib
+from research import store
+from research.errors import UserError, require
+from research.fileio import atomic_write_json, atomic_write_text
+from research.models import ladder
+from research.train import branch
+
+PRESETS = ("smoke", "cpu", "gpu")
+validate_run = lm.validate
+recipe = lm.recipe
+size = chinchilla.size
+
+
+def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
+  c = chinchilla.get_config({"smoke": "smoke", "cpu": "cpu", "gpu": "gpu"}[preset])
+  s = c.sweep
+  with c.unlocked():
+    del c.sweep
+  c.sweep = ml_collections.ConfigDict(dict(
+      n_min=5e3, n_max=1.6e5, sizes=6, aspect=s.aspect, head_size=s.head_size,
+      ff_ratio=s.ff_ratio, tokens_max=8_192_000, fractions=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1),
+      bootstrap=s.bootstrap))
+  if preset == "smoke":
+    c.sweep.update(n_min=3e3, n_max=2.5e4, sizes=3, tokens_max=102_400,
+                   fractions=(1 / 4, 1 / 2, 1), bootstrap=20)
+  elif preset == "gpu":
+    c.sweep.update(n_min=2e6, n_max=3e8, sizes=7, tokens_max=20_000_000_000)
+  return c
+
+
+def validate(c) -> None:
+  lm.validate(c)
+  if "sweep" not in c:
+    return
+  s = c.sweep
+  require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
+          "a law in N needs at least 3 sizes")
+  require(0 < s.n_min < s.n_max, "sweep.n_min", s.n_min, f"must be in (0, sweep.n_max = "
+          f"{s.n_max})")
+  require(len(s.fractions) >= 3 and all(0 < f <= 1 for f in s.fractions)
+          and max(s.fractions) == 1, "sweep.fractions", s.fractions,
+          "must be three or more fractions of tokens_max in (0, 1], the largest 1")
+  per_step = c.train.batch_size * c.train.seq_len
+  smallest = round(min(s.fractions) * s.tokens_max / per_step)
+  require(branch.branch_step(max(smallest, 1), c.train.cooldown_fraction) > c.train.warmup_steps,
+          "sweep.fractions", s.fractions,
+          f"the smallest fraction of tokens_max gives {smallest} steps, too few for warmup "
+          f"({c.train.warmup_steps}) plus the cooldown")
+
+
+def plan(c) -> list[ml_collections.ConfigDict]:
+  """A parent per size (parents first), then its WSD branches at fractions x tokens_max."""
+  s, t = c.sweep, c.train
+  shapes = ladder.ladder(s.n_min, s.n_max, s.sizes, aspect=s.aspect, head_size=s.head_size,
+                         ff_ratio=s.ff_ratio)
+  if len(shapes) < 3:
+    raise UserError(f"sweep.sizes: the ladder gives {len(shapes)} distinct shape(s) from N = "
+                    f"{s.n_min:,.0f} to {s.n_max:,.0f}; widen the range or lower head_size")
+  base = config_lib.to_dict(c)
+  del base["sweep"]
+  per_step = t.batch_size * t.seq_len
+  steps = sorted({max(1, round(f * s.tokens_max / per_step)) for f in s.fractions})
+  parents, runs = [], []
+  for shape in shapes:
+    sized = config_lib.from_dict(base)
+    with sized.unlocked():
+      sized.model.update(**shape.model_fields())
+    parent, branches = branch.family(sized, steps)
+    parents.append(parent)
+    runs += branches
+  return parents + runs
+
+
+# Analysis.
+
+def _power(x, loss, form: str = "power") -> dict:
+  from research.scaling.fit import fit_law
+  fit = fit_law(form, {"X": np.asarray(x, float)}, np.asarray(loss, float), keep=16, maxiter=500)
+  return dict(fit.summary(), converged=fit.converged)
+
+
+def _kaplan_constants(power: dict) -> dict:
+  """L = A X^-alpha as Kaplan writes it: (X_c / X)^alpha, X_c = A^(1/alpha)."""
+  p = power["params"]
+  return dict(alpha=p["alpha"], X_c=p["A"] ** (1 / p["alpha"]) if p["alpha"] > 0 else None)
+
+
+def laws(points, n_column: str, count: str, n_boot: int) -> dict:
+  """Every Kaplan law of the finished points under one N convention and FLOP count."""
+  from research.scaling import approaches, table
+  from research.scaling.fit import bootstrap_law, fit_law
+  c_used = points.C if count == "full" else 6.0 * points[n_column] * points.D
+  out = {}
+  largest_d = points[np.isclose(points.D, points.D.max())]
+  out["L(N) at the largest D"] = dict(D=float(points.D.max()), **_kaplan_constants(
+      _power(largest_d[n_column], largest_d.val_loss)))
+  try:
+    out["L(N) at the largest D"]["saturating"] = _power(largest_d[n_column], largest_d.val_loss,
+                                                        "saturating")["params"]
+  except UserError as e:  # E + A N^-alpha needs four sizes or more
+    out["L(N) at the largest D"]["saturating"] = dict(skipped=str(e))
+  largest_n = points[points[n_column] == points[n_column].max()]
+  out["L(D) at the largest N"] = dict(N=float(points[n_column].max()), **_kaplan_constants(
+      _power(largest_n.D, largest_n.val_loss)))
+  inputs = {"N": points[n_column].to_numpy(float), "D": points.D.to_numpy(float)}
+  fit = fit_law("kaplan", inputs, points.val_loss.to_numpy(float), keep=32, maxiter=500)
+  joint = dict(fit.summary(), converged=fit.converged)
+  if n_boot:
+    boot = bootstrap_law(fit, inputs, points.val_loss.to_numpy(float), n_boot=n_boot, seed=0,
+                         ci=0.95, maxiter=300)
+    joint["intervals"] = boot["intervals"]
+  out["L(N, D)"] = joint
+  frame = points.assign(C_used=c_used)
+  k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
+  runs = table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss",
+                               flops_per_param_token=k)
+  envelope = approaches.approach1(runs)
+  frontier = envelope["envelope"]
+  out["C_min frontier"] = dict(a=envelope["a"], b=envelope["b"], warnings=envelope["warnings"],
+                               **_kaplan_constants(_power(frontier["C"], frontier["L"])),
+                               flops_per_param_token=k)
+  return out
+
+
+CONVENTIONS = {
+    "N non-embedding, C = 6ND": ("N_nonemb", "6ND"),
+    "N total, C = 6ND": ("N", "6ND"),
+    "N non-embedding, C full count": ("N_nonemb", "full"),
+    "N total, C full count": ("N", "full"),
+}
+HEADLINE = "N non-embedding, C = 6ND"
+
+
+def analyze(workdir: str) -> dict:
+  """runs.csv; every law under every convention (fit.json, report.md); figures."""
+  from research.scaling import plots
+  record = store.read_sweep(workdir)
+  s = config_lib.preset(get_config, record).sweep
+  df, points = chinchilla.points_table(workdir)
+  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
+  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  if points.empty or points[points.D == points.D.max()].N.nunique() < 3:
+    print(f"analysis: {len(points)} finished point(s); the laws need 3 sizes at the largest D")
+    return paths
+  fits = {name: laws(points, n_column, count, s.bootstrap if name == HEADLINE else 0)
+          for name, (n_column, count) in CONVENTIONS.items()}
+  out = dict(study="Kaplan et al. (2020) laws, analysed with research/scaling",
+             L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
+             points=int(len(points)), planned_runs=int(len(df)), fits=fits)
+  paths["fit.json"] = os.path.join(workdir, "fit.json")
+  atomic_write_json(paths["fit.json"], out)
+  paths["report.md"] = os.path.join(workdir, "report.md")
+  atomic_write_text(paths["report.md"], format_report(out))
+  headline_n = CONVENTIONS[HEADLINE][0]
+  figure = plots.kaplan_laws(points, headline_n, fits[HEADLINE])
+  for path in plots.save(figure, os.path.join(workdir, "kaplan_laws")):
+    paths[os.path.basename(path)] = path
+  return paths
+
+
+def _num(value, fmt=".3f") -> str:
+  return "-" if value is None else format(value, fmt)
+
+
+def format_report(record: dict) -> str:
+  lines = ["| convention | alpha_N (L(N)) | alpha_D (L(D)) | L(N, D): alpha_N, alpha_D | "
+           "alpha_C (C_min) | N_opt ~ C^a |", "|---|---|---|---|---|---|"]
+  for name, f in record["fits"].items():
+    joint = f["L(N, D)"]["params"]
+    lines.append(f"| {name} | {_num(f['L(N) at the largest D']['alpha'])} | "
+                 f"{_num(f['L(D) at the largest N']['alpha'])} | {joint['alpha_n']:.3f}, "
+                 f"{joint['alpha_d']:.3f} | {_num(f['C_min frontier']['alpha'])} | "
+                 f"{f['C_min frontier']['a']:.3f} |")
+  return "\n".join(lines) + "\n"
+

@@ -1,0 +1,127 @@
+"""Learning-rate transfer across width: muP beside the standard parametrization (Yang et al. 2022).
+
+    python -m launch sweep --config experiments/lr_transfer.py:cpu --workdir runs/lr-transfer
+
+Every (parametrization, width, learning rate) of the grid trains the scaling studies' model family
+(untied readout, WSD schedule) at fixed depth on the same tokens. The analysis draws loss against
+learning rate, one curve per width, muP beside standard (lr_transfer.png / .pdf), and writes the
+best rate per width (fit.json; the best of the grid, refined by a parabola in log LR through it
+and its neighbours). Under muP the best rate should stay put as the width grows (the scaling
+studies inherit the base width's); under the standard parametrization it falls.
+
+Presets: smoke (tiny, synthetic language; the tests), cpu (widths 24, 48, 96 on
+../shared/data/text: the pilot that chose the scaling studies' learning rate).
+"""
+
+import os
+
+import ml_collections
+import numpy as np
+
+from experiments import lm
+from research import config as config_lib
+from research import store
+from research.errors import UserError, require
+from research.fileio import atomic_write_json, atomic_write_text
+
+PRESETS = ("smoke", "cpu")
+validate_run = lm.validate
+recipe = lm.recipe
+size = lm.size
+
+
+def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
+  c = lm.get_config("smoke")
+  c.model.update(tied_embeddings=False, n_layers=2, context=128, mup_base_d_head=4)
+  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
+                 cooldown_fraction=0.2, final_lr_fraction=0.0, tokens=512_000)
+  c.data.val_batches = 16
+  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  c.sweep = ml_collections.ConfigDict(dict(
+      widths=(24, 48, 96), head_size=4, ff_ratio=4, parametrizations=("standard", "mup"),
+      lrs=(2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 1.28e-1)))
+  if preset == "smoke":
+    c.model.context = 32
+    c.train.update(batch_size=8, seq_len=32, warmup_steps=5, tokens=25_600)
+    c.data.val_batches = 2
+    c.model.mup_base_d_head = 8
+    c.sweep.update(widths=(16, 32), head_size=8, lrs=(3e-3, 1e-2, 3e-2))
+  else:
+    c.data.source = "text:../shared/data/text"
+  return c
+
+
+def validate(c) -> None:
+  lm.validate(c)
+  if "sweep" not in c:
+    return
+  s = c.sweep
+  require(len(s.widths) >= 2 and all(w % s.head_size == 0 for w in s.widths), "sweep.widths",
+          s.widths, f"must be two or more multiples of sweep.head_size = {s.head_size}")
+  require(len(s.lrs) >= 3 and all(lr > 0 for lr in s.lrs), "sweep.lrs", s.lrs,
+          "must be three or more positive learning rates")
+  require(set(s.parametrizations) <= {"standard", "mup"}, "sweep.parametrizations",
+          s.parametrizations, "allowed: standard, mup")
+
+
+def plan(c) -> list[ml_collections.ConfigDict]:
+  s = c.sweep
+  base = config_lib.to_dict(c)
+  del base["sweep"]
+  runs = []
+  for parametrization in s.parametrizations:
+    for width in s.widths:
+      for lr in s.lrs:
+        run = config_lib.from_dict(base)
+        with run.unlocked():
+          run.model.update(d_model=width, n_heads=width // s.head_size, d_ff=s.ff_ratio * width,
+                           parametrization=parametrization, mup_base_d_model=min(s.widths))
+          run.train.lr = lr
+        runs.append(run)
+  return runs
+
+
+def best_lr(lrs, losses) -> float:
+  """The grid's best rate, refined by the vertex of a parabola in log LR through it and its two
+  neighbours (the grid's best itself when it sits at an end of the grid)."""
+  order = np.argsort(lrs)
+  x, y = np.log(np.asarray(lrs, float)[order]), np.asarray(losses, float)[order]
+  i = int(np.nanargmin(y))
+  if i == 0 or i == len(x) - 1 or not np.all(np.isfinite(y[i - 1:i + 2])):
+    return float(np.exp(x[i]))
+  c2, c1, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+  return float(np.exp(-c1 / (2 * c2))) if c2 > 0 else float(np.exp(x[i]))
+
+
+def analyze(workdir: str) -> dict:
+  """runs.csv, fit.json (best LR per parametrization and width, the spread of the best LR across
+  widths), lr_transfer.png / .pdf."""
+  from research.scaling import plots
+  df = store.table(workdir)
+  record = store.read_sweep(workdir)
+  fields = {r["run"]: (r["config"]["model"]["parametrization"], r["config"]["model"]["d_model"],
+                       r["config"]["train"]["lr"]) for r in record["runs"]}
+  df["parametrization"], df["width"], df["lr"] = ([fields[r][k] for r in df.run] for k in range(3))
+  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
+  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  curves = {}
+  for (param, width), group in df.groupby(["parametrization", "width"]):
+    group = group.sort_values("lr")
+    loss = np.where(group.status == "finished", group.val_loss, np.nan).astype(float)
+    curves.setdefault(param, {})[int(width)] = dict(
+        lr=group.lr.tolist(), val_loss=[None if np.isnan(v) else float(v) for v in loss],
+        best_lr=best_lr(group.lr, loss) if np.isfinite(loss).sum() else None)
+  spread = {param: max(b) / min(b) for param, widths in curves.items()
+            if len(b := [w["best_lr"] for w in widths.values() if w["best_lr"]]) >= 2}
+  out = dict(study="learning-rate transfer across width (muP beside standard)",
+             L="held-out loss, nats/token (final_val_loss)", curves=curves,
+             best_lr_spread=spread,
+             base_width=min(min(w) for w in curves.values()) if curves else None)
+  paths["fit.json"] = os.path.join(workdir, "fit.json")
+  atomic_write_json(paths["fit.json"], out)
+  if curves:
+    for path in plots.save(plots.lr_transfer(curves), os.path.join(workdir, "lr_transfer")):
+      paths[os.path.basename(path)] = path
+  return paths

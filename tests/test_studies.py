@@ -1,0 +1,110 @@
+"""The scaling studies' smoke presets end to end (experiments/chinchilla.py, kaplan.py,
+lr_transfer.py): plans with WSD branches, training through the sweep command, the analyses."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sweep_helpers as sh
+from experiments import chinchilla, lr_transfer
+from launch.__main__ import main
+from lm_helpers import REPO
+from research import config as config_lib
+from research import tracking
+
+CHINCHILLA = os.path.join(REPO, "experiments", "chinchilla.py")
+KAPLAN = os.path.join(REPO, "experiments", "kaplan.py")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """One compilation cache for the module: the two studies share their small shapes."""
+  return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache"))}
+
+
+@pytest.fixture(scope="module")
+def chinchilla_sweep(tmp_path_factory, cache):
+  workdir = tmp_path_factory.mktemp("chinchilla") / "smoke"
+  code, out = sh.run("sweep", *sh.sweep_args(f"{CHINCHILLA}:smoke", workdir), extra_env=cache)
+  assert code == 0, out
+  return workdir
+
+
+def test_isoflop_plan_puts_each_budget_around_its_prior_on_one_grid():
+  cfg = chinchilla.get_config("cpu")
+  points = chinchilla.grid(cfg)
+  budgets = sorted({p["budget"] for p in points})
+  assert len(budgets) == 4 and np.log10(cfg.sweep.budgets[-1] / cfg.sweep.budgets[0]) >= 1.5
+  for j in budgets:
+    here = [p for p in points if p["budget"] == j]
+    assert len(here) == cfg.sweep.sizes
+    n = sorted(p["shape"].n_nonemb for p in here)
+    prior = cfg.sweep.prior_n * (cfg.sweep.budgets[j] / cfg.sweep.prior_c) ** cfg.sweep.prior_a
+    assert n[0] < prior < n[-1]  # the prior optimum is interior
+  runs = chinchilla.plan(cfg)
+  parents = [r for r in runs if r.train.schedule == "constant"]
+  branches = [r for r in runs if r.loop.init_from]
+  assert len(branches) == len(points) and len(parents) == len({p["shape"] for p in points})
+  ids = {config_lib.run_id(p): p for p in parents}
+  for b in branches:  # each branch's parent keeps a checkpoint at the branch step
+    parent_id, step = b.loop.init_from.split("@")
+    assert int(step) in ids[parent_id].loop.keep_steps
+  assert runs[:len(parents)] == parents  # parents first
+
+
+def test_chinchilla_smoke_trains_branches_and_fits_the_three_approaches(chinchilla_sweep):
+  workdir = chinchilla_sweep
+  df = pd.read_csv(workdir / "runs.csv")
+  assert (df.status == "finished").all() and set(df.role) == {"parent", "point"}
+  fit = json.loads((workdir / "fit.json").read_text())
+  assert set(fit["summary"]) == set(chinchilla.CONVENTIONS)
+  headline = fit["summary"][chinchilla.HEADLINE]
+  assert {"approach1", "approach2", "approach3"} <= set(headline)
+  assert len(fit["budgets"]) == 3 and fit["points"] == 9
+  assert abs(fit["entropy_rate_nats"] - 1.1301) < 1e-3  # the synthetic language's known rate
+  for name in ("isoflop_curves", "allocation", "loss_vs_compute"):
+    assert (workdir / f"{name}.png").stat().st_size > 0
+  # a branch's log starts with its parent's lines before the branch step
+  point = df[df.role == "point"].iloc[0].run
+  config = json.loads((workdir / "runs" / point / "config.json").read_text())["config"]
+  parent, step = config["loop"]["init_from"].split("@")
+  mine = tracking.read_metrics(str(workdir / "runs" / point / "metrics.jsonl"))
+  theirs = tracking.read_metrics(str(workdir / "runs" / parent / "metrics.jsonl"))
+  before = [r["loss"] for r in theirs if r["step"] < int(step)]
+  assert before and [r["loss"] for r in mine if r["step"] < int(step)] == before
+
+
+def test_kaplan_smoke_fits_every_law_under_every_convention(tmp_path, cache):
+  workdir = tmp_path / "kaplan"
+  code, out = sh.run("sweep", *sh.sweep_args(f"{KAPLAN}:smoke", workdir), extra_env=cache)
+  assert code == 0, out
+  fit = json.loads((workdir / "fit.json").read_text())
+  assert len(fit["fits"]) == 4 and fit["points"] == 9
+  for laws in fit["fits"].values():
+    assert set(laws) == {"L(N) at the largest D", "L(D) at the largest N", "L(N, D)",
+                         "C_min frontier"}
+  assert (workdir / "kaplan_laws.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("spec,override,expected", [
+    (CHINCHILLA, "--config.train.warmup_steps=500", "is too small for the model of N ="),
+    (CHINCHILLA, "--config.sweep.sizes=2", "needs at least 3 sizes to have an interior minimum"),
+    (CHINCHILLA, "--config.sweep.spacing=1.01", "no interior point is possible"),
+    (KAPLAN, "--config.sweep.n_min=10", "below the smallest shape of this rule"),
+])
+def test_bad_study_plans_are_one_line(tmp_path, capsys, spec, override, expected):
+  workdir = tmp_path / "sweep"
+  code = main(["sweep", "--config", f"{spec}:smoke", "--workdir", str(workdir), override])
+  err = capsys.readouterr().err
+  assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+  assert not workdir.exists()
+
+
+def test_best_learning_rate_is_the_vertex_through_the_grid_minimum():
+  lrs = [1e-3, 2e-3, 4e-3, 8e-3]
+  losses = [(np.log(lr) - np.log(3e-3)) ** 2 + 1 for lr in lrs]
+  assert lr_transfer.best_lr(lrs, losses) == pytest.approx(3e-3, rel=1e-6)
+  assert lr_transfer.best_lr(lrs, [4, 3, 2, 1]) == 8e-3  # at the edge: the grid's best
