@@ -110,8 +110,7 @@ def grid(c) -> list[dict]:
   half = (s.sizes - 1) / 2
   points = []
   for j, budget in enumerate(s.budgets):
-    centre = math.log(s.prior_n * (budget / s.prior_c) ** s.prior_a / s.prior_n) / math.log(
-        s.spacing)
+    centre = s.prior_a * math.log(budget / s.prior_c) / math.log(s.spacing)
     low, high = round(centre - half), round(centre - half) + s.sizes - 1
     shapes = {}
     for i in range(low - s.extra_low, high + s.extra_high + 1):
@@ -212,13 +211,11 @@ def points_table(workdir: str):
   points with their budget id: runs whose C, counted in full, lie within 0.05 dex)."""
   from research.scaling import table
   df = store.table(workdir)
-  shapes = {}
+  roles = {}
   for r in store.read_sweep(workdir)["runs"]:
-    m, t = r["config"]["model"], r["config"]["train"]
-    shapes[r["run"]] = ("parent" if t["schedule"] == "constant" else "point", m["d_model"],
-                        m["n_layers"])
-  df["role"], df["d_model"], df["n_layers"] = (
-      [shapes[run][k] for run in df.run] for k in range(3))
+    t = r["config"]["train"]
+    roles[r["run"]] = "parent" if t["schedule"] == "constant" else "point"
+  df["role"] = [roles[run] for run in df.run]
   speed = [step_speed(store.run_dir(workdir, run)) for run in df.run]
   df["tokens_per_s"], df["mfu"] = [s[0] for s in speed], [s[1] for s in speed]
   times = [store.summary(store.run_dir(workdir, run)) or {} for run in df.run]
@@ -278,11 +275,29 @@ def _summary(report: dict) -> dict:
   return out
 
 
+def time_split(df) -> dict:
+  """Seconds the finished runs spent compiling, evaluating (its first compile included) and
+  training (the rest of their wall time), summed over runs (workers run side by side)."""
+  done = df[df.status == "finished"]
+  compile_s, eval_s = float(done.compile_s.fillna(0).sum()), float(done.eval_s.fillna(0).sum())
+  return dict(runs=int(len(done)), run_s=float(done.wall_s.sum()), compile_s=compile_s,
+              eval_s=eval_s, train_s=float(done.wall_s.sum()) - compile_s - eval_s)
+
+
+def format_time(split: dict, analysis_s: float) -> str:
+  return (f"Time (summed over the {split['runs']} runs; workers train side by side): "
+          f"{split['run_s']:.0f} s of runs = {split['compile_s']:.0f} s compiling + "
+          f"{split['eval_s']:.0f} s evaluating + {split['train_s']:.0f} s training; the analysis "
+          f"took {analysis_s:.0f} s.")
+
+
 def analyze(workdir: str) -> dict:
   """runs.csv; Approaches 1-3 under every convention (fit.json, report.md); the headline
   convention's figures."""
+  import time
   from research.scaling import plots
   from research.scaling import report as report_lib
+  started = time.perf_counter()
   record = store.read_sweep(workdir)
   s = config_lib.preset(get_config, record).sweep
   df, points = points_table(workdir)
@@ -318,17 +333,18 @@ def analyze(workdir: str) -> dict:
       study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
       L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
       budgets=sorted({float(f"{c:.3g}") for c in points.groupby("budget").C.median()}),
-      points=int(len(points)), planned_runs=int(len(df)), edges=edges,
+      points=int(len(points)), planned_runs=int(len(df)), edges=edges, time=time_split(df),
       entropy_rate_nats=entropy[0] if entropy else None,
       summary={name: _summary(r) for name, r in fits.items()},
       heldout_optimum={name: r["heldout_optimum"] for name, r in fits.items()},
       fits=fits)
+  for path in plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids):
+    paths[os.path.basename(path)] = path
+  record_out["time"]["analysis_s"] = time.perf_counter() - started
   paths["fit.json"] = os.path.join(workdir, "fit.json")
   atomic_write_json(paths["fit.json"], record_out)
   paths["report.md"] = os.path.join(workdir, "report.md")
   atomic_write_text(paths["report.md"], format_report(record_out))
-  for path in plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids):
-    paths[os.path.basename(path)] = path
   return paths
 
 
@@ -339,9 +355,26 @@ def _ci(entry: dict, key: str) -> str:
   return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+PAPERS = (  # (source, a of Approaches 1 / 2 / 3, E, alpha, beta)
+    ("Hoffmann et al. 2022 (Table 2, eq. 10)", (0.50, 0.49, 0.46), 1.69, 0.34, 0.28),
+    ("Besiroglu et al. 2024 (Epoch's refit of Approach 3)", (None, None, 0.51), 1.82, 0.35, 0.37),
+)
+
+
 def format_report(record: dict) -> str:
-  """Markdown: exponents under every convention, the allocation, the held-out check."""
-  lines = ["| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
+  """Markdown: exponents under every convention beside the papers', the allocation, the
+  held-out check, the time split."""
+  head = record["summary"][record["headline"]]
+  a3 = head["approach3"]
+  lines = ["| | Approach 1 a | Approach 2 a | Approach 3 a | E | alpha | beta |",
+           "|---|---|---|---|---|---|---|",
+           f"| ours ({record['headline']}) | {_ci(head['approach1'], 'a')} | "
+           f"{_ci(head['approach2'], 'a')} | {_ci(a3, 'a')} | {a3['E']:.3f} | {a3['alpha']:.3f} | "
+           f"{a3['beta']:.3f} |"]
+  for source, a, e, alpha, beta in PAPERS:
+    lines.append(f"| {source} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in a)
+                 + f" | {e:.2f} | {alpha:.2f} | {beta:.2f} |")
+  lines += ["", "Every convention (95% bootstrap intervals in brackets):", "", "| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
            "beta | held-out L_opt error |", "|---|---|---|---|---|---|"]
   for name, entry in record["summary"].items():
     a3 = entry["approach3"]
@@ -362,6 +395,8 @@ def format_report(record: dict) -> str:
   for edge in record.get("edges", []):
     lines.append(f"\nbudget C = {edge['C']:.3g}: its best size (N = {edge['best_N']:,.0f}) is at the "
                  f"edge of its grid; add sizes there with --extend --config.sweep.{edge['add']}=1")
+  if "time" in record:
+    lines += ["", format_time(record["time"], record["time"].get("analysis_s", 0.0))]
   if record.get("entropy_rate_nats"):
     e = record["summary"][record["headline"]]["approach3"]["E"]
     lines += ["", f"Known truth: fitted E = {e:.4f} nats/token, entropy rate of the data "
