@@ -163,3 +163,41 @@ def test_one_run_over_two_slurm_tasks(slurm, tmp_path):
   assert "on 2 device(s)" in done.stdout
   two, one = losses(workdir), losses(single)
   np.testing.assert_allclose([two[s] for s in range(6)], [one[s] for s in range(6)], rtol=1e-5)
+
+
+def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, monkeypatch):
+  """Submission order and dependencies of a plan with WSD branches (no cluster needed)."""
+  from launch import slurm, worker
+
+  submitted = []
+
+  class Job:
+    def __init__(self, array, k):
+      self.job_id = f"{array}_{k}"
+
+  class Executor:
+    def __init__(self, name, more):
+      self.name, self.more, self.array, self.count = name, more, 100 + len(submitted), 0
+
+    def batch(self):
+      import contextlib
+      return contextlib.nullcontext()
+
+    def submit(self, fn, *args):
+      submitted.append((self.name, self.more.get("dependency"), fn))
+      self.count += 1
+      return Job(self.array, self.count - 1)
+
+  monkeypatch.setattr(slurm, "_executor",
+                      lambda folder, options, threads, name, **more: Executor(name, more))
+  record = {"name": "s", "study": "x.py", "runs": [{"run": r} for r in ("p", "b1", "b2", "q")]}
+  tasks = [worker.Task(r, str(tmp_path / r), {}, "x.py", "s", after)
+           for r, after in (("p", ""), ("b1", "p"), ("b2", "p"), ("q", ""))]
+  jobs = slurm.submit(str(tmp_path), record, tasks, slurm.Options(), 1)
+  arrays = [(name, dep, [t.run_id for t in fn.tasks] if hasattr(fn, "tasks") else None)
+            for name, dep, fn in submitted]
+  assert arrays[:2] == [("sweep-s", None, ["p"]), ("sweep-s", None, ["q"])]
+  first = jobs["runs"]["p"].split("_")[0]
+  assert arrays[2:4] == [("sweep-s", f"afterany:{first}", ["b1"]),
+                         ("sweep-s", f"afterany:{first}", ["b2"])]
+  assert arrays[4][0] == "analyze-s" and arrays[4][1] == f"afterany:{jobs['runs']['b1'][:3]}"
