@@ -40,14 +40,15 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=256, d_model=128, n_layers=2, n_heads=4, d_ff=512, context=128,
       positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32",
-      attention_block=128))
+      attention_block=128, attention="auto", remat="none"))
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16, seq_len=128, tokens=1_228_800, lr=3e-3, schedule="cosine",
       warmup_steps=50, final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.1,
-      grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, axis_names=("data", "fsdp")))
+      grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8, microbatches=1))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
+                                          axis_names=("data", "fsdp", "model")))
   c.loop = ml_collections.ConfigDict(dict(
       log_every=10, eval_every=200, checkpoint_every=100, keep_checkpoints=3,
       async_checkpoints=True))
@@ -103,6 +104,19 @@ def validate(c) -> None:
           "allowed: float32, bfloat16")
   require(isinstance(m.attention_block, int) and m.attention_block >= 0, "model.attention_block",
           m.attention_block, "must be 0 (one block) or a positive number of queries per block")
+  require(m.attention in transformer.ATTENTION, "model.attention", m.attention,
+          f"allowed: {', '.join(transformer.ATTENTION)}")
+  if m.attention == "cudnn":
+    problem = transformer.cudnn_problem(model_config(c))
+    require(problem is None, "model.attention", m.attention,
+            f"cuDNN's fused attention cannot run this model: {problem}")
+  require(m.remat in transformer.REMAT_POLICIES, "model.remat", m.remat,
+          f"allowed: {', '.join(transformer.REMAT_POLICIES)}")
+  tp = c.mesh.model
+  require(isinstance(tp, int) and tp >= 1, "mesh.model", tp, "must be a positive integer")
+  require(m.n_heads % tp == 0 and m.d_ff % tp == 0, "mesh.model", tp,
+          f"tensor parallelism splits the attention heads and the MLP's hidden units: it must "
+          f"divide model.n_heads = {m.n_heads} and model.d_ff = {m.d_ff}")
   require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
           f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
   t = c.train
@@ -143,6 +157,7 @@ def recipe(c) -> loop.Recipe:
   counts = transformer.param_counts(mcfg)
   flops = {conv: transformer.train_flops_per_token(mcfg, L, conv)
            for conv in accounting.FLOP_CONVENTIONS}
+  implementation = transformer.attention_implementation(mcfg)  # here: this process's backend
   facts = {
       "params_total": counts.total, "params_embedding": counts.embedding,
       "params_non_embedding": counts.non_embedding,
@@ -152,6 +167,7 @@ def recipe(c) -> loop.Recipe:
       "epochs": data.epochs(c.train.tokens),
       "data": data.describe(),
       "entropy_rate_nats": data.entropy_rate_nats,
+      "attention": implementation,
   }
   return loop.Recipe(
       init=lambda rng: transformer.init_params(mcfg, rng),
@@ -165,7 +181,10 @@ def recipe(c) -> loop.Recipe:
       compute_dtype=c.model.dtype,
       evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
       facts=facts,
-      report=REPORT)
+      report=REPORT,
+      partition_rules=transformer.TENSOR_PARALLEL_RULES,
+      activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
+          mcfg, rows, L, model_parallel, implementation))
 
 
 # Sweeps.
