@@ -8,7 +8,10 @@ Presets:
   cpu       a 3.2M-parameter byte-level model on ../shared/data/text (25 Gutenberg books and Tiny
             Shakespeare), about 20 minutes on 2 CPU cores.
   gpu-124m  GPT-2-small shape (12 x 768, context 1024; 85M non-embedding parameters with a byte
-            vocabulary) for one accelerator or more; documented, not run on CPU.
+            vocabulary) for one accelerator or more: bfloat16, cuDNN attention on a GPU
+            (model.attention auto), 2 microbatches (about 48 GB per device by the memory
+            estimate, where one would need about 95 GB); not yet measured on a GPU
+            (docs/accelerators.md, benchmarks/gpu_check.sh).
 
 Sweep presets (python -m launch sweep --config experiments/lm.py:PRESET --workdir DIR):
   sweep-smoke  4 widths x 2 token budgets of tiny models on the synthetic language, about 3
@@ -65,7 +68,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                    dtype="bfloat16")
     c.data.source = "text:../shared/data/text"
     c.train.update(batch_size=256, seq_len=1024, tokens=2_621_440_000, lr=6e-4,
-                   warmup_steps=700, schedule="cosine", final_lr_fraction=0.1)
+                   warmup_steps=700, schedule="cosine", final_lr_fraction=0.1, microbatches=2)
     c.loop.update(log_every=20, eval_every=1000, checkpoint_every=1000)
     c.data.val_batches = 16
   elif preset == "sweep-smoke":

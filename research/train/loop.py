@@ -163,7 +163,7 @@ class _Throughput:
     self.start, self.units, self.steps = time.perf_counter(), 0.0, 0
 
 
-def _put_batch(batch: dict, sharding) -> dict:
+def put_batch(batch: dict, sharding) -> dict:
   """Each process contributes its rows of the global batch."""
   n, i = jax.process_count(), jax.process_index()
 
@@ -337,7 +337,7 @@ def _train(recipe, cfg, s: Setup, workdir, config_dict, run_id, progress, wandb_
     with StopSignal() as stop:
       for step in range(start, recipe.num_steps + 1):
         if step < recipe.num_steps:
-          new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh),
+          new_state, metrics = step_fn(state, put_batch(recipe.train_batch(step), batch_sh),
                                        lrs[step])
         if pending is not None:  # the previous step's metrics, read while this one runs
           units += record_metrics(*pending)
