@@ -12,6 +12,10 @@ Training FLOPs per token, by convention (each is named wherever a number is show
               terms); for the transformer the full L x L attention is charged (see its counter).
 
 MFU is against a data-sheet peak on GPUs/TPUs and a matmul peak measured in-process on CPUs.
+
+Memory: `MemoryEstimate` (bytes per device of parameters, gradients, optimizer state and one
+microbatch's activations), printed by the loop before compiling with a warning when it exceeds
+`device_memory_bytes()`; the family counts its activations (transformer.activation_bytes).
 """
 
 import dataclasses

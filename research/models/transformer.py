@@ -98,20 +98,20 @@ def _dense_apply(features, cfg: TransformerConfig, name: str, fan_in: int, x_NxI
   return y_NxO.reshape(*x_NxI.shape[:-1], features)
 
 
-def rotary(x_BxHxLxK: jax.Array, base: float, seq_axis: int = -2) -> jax.Array:
-  """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2); positions L on
-  `seq_axis` (-2 head-major, 1 for [B, L, H, K]), K last."""
-  L, K = x_BxHxLxK.shape[seq_axis], x_BxHxLxK.shape[-1]
+def rotary(x: jax.Array, base: float, seq_axis: int = -2) -> jax.Array:
+  """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2) of x's last axis
+  K; positions L on `seq_axis` (-2 for head-major [B, H, L, K], 1 for [B, L, H, K])."""
+  L, K = x.shape[seq_axis], x.shape[-1]
   # Tables as numpy constants: computed with jnp, XLA CPU fuses sin/cos into every element's loop.
   freq_K2 = base ** (-np.arange(0, K // 2, dtype=np.float32) * 2 / K)
   angle_LxK2 = np.arange(L, dtype=np.float32)[:, None] * freq_K2[None, :]
-  table_shape = [1] * x_BxHxLxK.ndim
+  table_shape = [1] * x.ndim  # [L, K/2] placed on x's axes
   table_shape[seq_axis], table_shape[-1] = L, K // 2
   sin_LxK2 = np.sin(angle_LxK2).reshape(table_shape)
   cos_LxK2 = np.cos(angle_LxK2).reshape(table_shape)
-  x1, x2 = jnp.split(x_BxHxLxK.astype(jnp.float32), 2, axis=-1)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos_LxK2 - x2 * sin_LxK2, x2 * cos_LxK2 + x1 * sin_LxK2], axis=-1)
-  return out.astype(x_BxHxLxK.dtype)
+  return out.astype(x.dtype)
 
 
 def _attention_chunks(L: int, block: int) -> int:

@@ -56,25 +56,25 @@ def loss_and_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array,
     return loss, aux, grads
   slices = split_microbatches(batch, microbatches)
 
-  def weighted(m, piece):
+  def accumulate(carry, inputs):
+    m, piece = inputs
     (loss, aux), grads = grad_fn(params, piece, jax.random.fold_in(rng, m))
     aux = dict(aux)
     count = jnp.asarray(aux.pop("tokens", 1.0), jnp.float32)
-    return count, jax.tree.map(lambda x: x * count.astype(x.dtype), (loss, aux, grads))
-
-  def accumulate(carry, inputs):
-    count, sums = weighted(*inputs)
+    sums = jax.tree.map(lambda x: x * count.astype(x.dtype), (loss, aux, grads))
     return jax.tree.map(jnp.add, carry, (count, sums)), None
 
-  first = jax.tree.map(lambda x: x[0], slices)
+  loss_shape, aux_shape = jax.eval_shape(loss_fn, params, jax.tree.map(lambda x: x[0], slices),
+                                         rng)
+  aux_shape = dict(aux_shape)
+  counted = aux_shape.pop("tokens", None) is not None
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                       jax.eval_shape(weighted, jnp.int32(0), first))
+                       (jax.ShapeDtypeStruct((), jnp.float32), (loss_shape, aux_shape, params)))
   (count, (loss, aux, grads)), _ = jax.lax.scan(
       accumulate, zeros, (jnp.arange(microbatches, dtype=jnp.int32), slices))
   scale = 1.0 / jnp.where(count > 0, count, 1.0)
   loss, aux, grads = jax.tree.map(lambda x: x * scale.astype(x.dtype), (loss, aux, grads))
-  counted = jax.eval_shape(loss_fn, params, first, rng)[1]
-  return loss, ({**aux, "tokens": count} if "tokens" in counted else aux), grads
+  return loss, ({**aux, "tokens": count} if counted else aux), grads
 
 
 def train_step(state: TrainState, batch: dict, lr=1.0, *, loss_fn: LossFn,
