@@ -116,7 +116,10 @@ def test_a_contiguous_share_of_the_qkv_output_is_whole_heads():
 
 
 def test_memory_estimate_counts_what_autodiff_saves():
-  saved_residuals = pytest.importorskip("jax._src.ad_checkpoint").saved_residuals
+  saved_residuals = getattr(pytest.importorskip("jax._src.ad_checkpoint"), "saved_residuals",
+                            None)  # private in jax 0.10; public print_saved_residuals prints it
+  if saved_residuals is None:
+    pytest.skip("this jax has no jax._src.ad_checkpoint.saved_residuals")
   B, L = 4, 64
   for implementation in ("blocked", "xla"):
     cfg = transformer.TransformerConfig(d_model=64, n_layers=2, n_heads=2, d_ff=256, context=L,
