@@ -8,7 +8,10 @@ Presets:
   cpu       a 3.2M-parameter byte-level model on ../shared/data/text (25 Gutenberg books and Tiny
             Shakespeare), about 20 minutes on 2 CPU cores.
   gpu-124m  GPT-2-small shape (12 x 768, context 1024; 85M non-embedding parameters with a byte
-            vocabulary) for one accelerator or more; documented, not run on CPU.
+            vocabulary) for one accelerator or more: bfloat16, cuDNN attention on a GPU
+            (model.attention auto), 2 microbatches (about 48 GB per device by the memory
+            estimate, where one would need about 95 GB); not yet measured on a GPU
+            (docs/accelerators.md, benchmarks/gpu_check.sh).
 
 Sweep presets (python -m launch sweep --config experiments/lm.py:PRESET --workdir DIR):
   sweep-smoke  4 widths x 2 token budgets of tiny models on the synthetic language, about 3
@@ -40,14 +43,16 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=256, d_model=128, n_layers=2, n_heads=4, d_ff=512, context=128,
       positions="rotary", norm="rmsnorm", tied_embeddings=True, dtype="float32",
-      attention_block=128, parametrization="standard", mup_base_d_model=0, mup_base_d_head=0))
+      attention_block=128, attention="auto", remat="none", parametrization="standard",
+      mup_base_d_model=0, mup_base_d_head=0))
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16, seq_len=128, tokens=1_228_800, lr=3e-3, schedule="cosine",
       warmup_steps=50, final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.1,
-      grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, axis_names=("data", "fsdp")))
+      grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8, microbatches=1))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
+                                          axis_names=("data", "fsdp", "model")))
   c.loop = ml_collections.ConfigDict(dict(
       log_every=10, eval_every=200, checkpoint_every=100, keep_checkpoints=3,
       async_checkpoints=True, keep_steps=(), init_from=""))
@@ -64,7 +69,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                    dtype="bfloat16")
     c.data.source = "text:../shared/data/text"
     c.train.update(batch_size=256, seq_len=1024, tokens=2_621_440_000, lr=6e-4,
-                   warmup_steps=700, schedule="cosine", final_lr_fraction=0.1)
+                   warmup_steps=700, schedule="cosine", final_lr_fraction=0.1, microbatches=2)
     c.loop.update(log_every=20, eval_every=1000, checkpoint_every=1000)
     c.data.val_batches = 16
   elif preset == "sweep-smoke":
@@ -112,6 +117,19 @@ def validate(c) -> None:
   for field in ("mup_base_d_model", "mup_base_d_head"):
     require(isinstance(m[field], int) and m[field] >= 0, f"model.{field}", m[field],
             "must be 0 (this model's own) or a positive integer")
+  require(m.attention in transformer.ATTENTION, "model.attention", m.attention,
+          f"allowed: {', '.join(transformer.ATTENTION)}")
+  if m.attention == "cudnn":
+    problem = transformer.cudnn_problem(model_config(c))
+    require(problem is None, "model.attention", m.attention,
+            f"cuDNN's fused attention cannot run this model: {problem}")
+  require(m.remat in transformer.REMAT_POLICIES, "model.remat", m.remat,
+          f"allowed: {', '.join(transformer.REMAT_POLICIES)}")
+  tp = c.mesh.model
+  require(isinstance(tp, int) and tp >= 1, "mesh.model", tp, "must be a positive integer")
+  require(m.n_heads % tp == 0 and m.d_ff % tp == 0, "mesh.model", tp,
+          f"tensor parallelism splits the attention heads and the MLP's hidden units: it must "
+          f"divide model.n_heads = {m.n_heads} and model.d_ff = {m.d_ff}")
   require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
           f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
   t = c.train
@@ -152,6 +170,7 @@ def recipe(c) -> loop.Recipe:
   counts = transformer.param_counts(mcfg)
   flops = {conv: transformer.train_flops_per_token(mcfg, L, conv)
            for conv in accounting.FLOP_CONVENTIONS}
+  implementation = transformer.attention_implementation(mcfg)  # here: this process's backend
   facts = {
       "params_total": counts.total, "params_embedding": counts.embedding,
       "params_non_embedding": counts.non_embedding,
@@ -161,6 +180,7 @@ def recipe(c) -> loop.Recipe:
       "epochs": data.epochs(c.train.tokens),
       "data": data.describe(),
       "entropy_rate_nats": data.entropy_rate_nats,
+      "attention": implementation,
   }
   return loop.Recipe(
       init=lambda rng: transformer.init_params(mcfg, rng),
@@ -175,7 +195,10 @@ def recipe(c) -> loop.Recipe:
       compute_dtype=c.model.dtype,
       evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
       facts=facts,
-      report=REPORT)
+      report=REPORT,
+      partition_rules=transformer.TENSOR_PARALLEL_RULES,
+      activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
+          mcfg, rows, L, model_parallel, implementation))
 
 
 # Sweeps.

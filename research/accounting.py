@@ -12,6 +12,10 @@ Training FLOPs per token, by convention (each is named wherever a number is show
               terms); for the transformer the full L x L attention is charged (see its counter).
 
 MFU is against a data-sheet peak on GPUs/TPUs and a matmul peak measured in-process on CPUs.
+
+Memory: `MemoryEstimate` (bytes per device of parameters, gradients, optimizer state and one
+microbatch's activations), printed by the loop before compiling with a warning when it exceeds
+`device_memory_bytes()`; the family counts its activations (transformer.activation_bytes).
 """
 
 import dataclasses
@@ -89,3 +93,63 @@ def device_peak_flops(dtype: str, n_devices: int) -> tuple[float, str]:
 
 def mfu(flops_per_token: float, tokens_per_second: float, peak_flops: float) -> float:
   return flops_per_token * tokens_per_second / peak_flops
+
+
+# Memory.
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """Bytes per device of one training step, by what holds them: the parameters, their gradients
+  and the optimizer state (exact, from the train state's shapes and shardings) and the
+  activations kept for the backward of one microbatch (the model family's analytic count). XLA's
+  workspace, the batch and fragmentation come on top: a floor, meant to say before compiling
+  whether a config can fit."""
+  params: float
+  gradients: float
+  optimizer: float
+  activations: float
+
+  @property
+  def total(self) -> float:
+    return self.params + self.gradients + self.optimizer + self.activations
+
+  def describe(self) -> str:
+    return (f"{format_bytes(self.params)} parameters + {format_bytes(self.gradients)} gradients + "
+            f"{format_bytes(self.optimizer)} optimizer state + {format_bytes(self.activations)} "
+            f"activations (one microbatch) = {format_bytes(self.total)}")
+
+
+def format_bytes(n: float) -> str:
+  for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if n >= size:
+      return f"{n / size:.3g} {unit}"
+  return f"{n:.0f} B"
+
+
+def sharded_bytes(tree, shardings) -> float:
+  """Bytes one device holds of a tree of (abstract) arrays laid out by a matching tree of
+  shardings."""
+  import jax
+  return float(sum(np.prod(s.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+                   for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings))))
+
+
+def device_memory_bytes() -> int | None:
+  """The memory one device may use (`memory_stats()['bytes_limit']`); None where the backend
+  does not say (CPUs)."""
+  import jax
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def memory_lines(estimate: MemoryEstimate, limit: int | None) -> list[str]:
+  """The estimate as printed at the start of a run, and a warning when it exceeds `limit`."""
+  where = (f"of the device's {format_bytes(limit)}" if limit else
+           "the device's memory limit is unknown on this backend")
+  lines = [f"memory per device (estimate, before compiling): {estimate.describe()}, {where}"]
+  if limit and estimate.total > limit:
+    lines.append(f"warning: the memory estimate ({format_bytes(estimate.total)}) exceeds the "
+                 f"device's memory ({format_bytes(limit)}); more microbatches "
+                 "(train.microbatches), rematerialisation or a larger mesh.fsdp / mesh.model "
+                 "would lower it")
+  return lines

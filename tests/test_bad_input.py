@@ -26,10 +26,24 @@ from research import parallel
     ("tracking.flop_convention=7N", "allowed: 6N, kaplan, full"),
     ("model.attention_block=-8", "config field 'model.attention_block' = -8: must be 0 (one "
                                  "block) or a positive number of queries per block"),
+    ("model.attention=flash", "allowed: auto, blocked, xla, cudnn"),
+    ("model.attention=cudnn", "cuDNN's fused attention cannot run this model: it needs "
+                              "model.dtype = bfloat16"),
+    (("model.attention=cudnn", "model.dtype=bfloat16"), "cuDNN attention needs a GPU"),
+    ("model.remat=everything", "allowed: none, block, dots"),
+    ("train.microbatches=0", "config field 'train.microbatches' = 0: must be a positive integer"),
+    ("train.microbatches=3", "config field 'train.batch_size' = 16: must be divisible by "
+                             "train.microbatches x the data-parallel size"),
+    ("mesh.model=4", "config field 'mesh.model' = 4: tensor parallelism splits the attention "
+                     "heads and the MLP's hidden units: it must divide model.n_heads = 2"),
+    (("model.d_ff=63", "mesh.model=2"), "must divide model.n_heads = 2 and model.d_ff = 63"),
+    (("mesh.model=2", "mesh.fsdp=8"), "mesh fsdp x model = 8 x 2 must divide the number of "
+                                      "devices (8)"),
 ])
 def test_bad_config_exits_2_with_a_message(tmp_path, capsys, override, expected):
   workdir = tmp_path / "run"
-  code = main(["run"] + tiny_args(workdir, 4, override))
+  overrides = override if isinstance(override, tuple) else (override,)
+  code = main(["run"] + tiny_args(workdir, 4, *overrides))
   err = capsys.readouterr().err
   assert code == 2
   assert err.startswith("error: ") and expected in err, err

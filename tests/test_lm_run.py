@@ -1,4 +1,5 @@
-"""End-to-end runs of the tiny LM: sharding equivalence, resume after SIGKILL, SIGTERM, divergence."""
+"""End-to-end runs of the tiny LM: sharding (data, FSDP, tensor parallel) and microbatch
+equivalence, resume after SIGKILL, SIGTERM, divergence."""
 
 import os
 import signal
@@ -25,7 +26,10 @@ def single_device_losses(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mesh", [("mesh.data=8", "mesh.fsdp=1"), ("mesh.data=1", "mesh.fsdp=8"),
-                                  ("mesh.data=2", "mesh.fsdp=4")], ids=["dp8", "fsdp8", "dp2xfsdp4"])
+                                  ("mesh.data=2", "mesh.fsdp=4"),
+                                  ("mesh.data=2", "mesh.fsdp=2", "mesh.model=2"),
+                                  ("mesh.data=2", "mesh.fsdp=4", "train.microbatches=2")],
+                         ids=["dp8", "fsdp8", "dp2xfsdp4", "dp2xfsdp2xtp2", "dp2xfsdp4-micro2"])
 def test_sharded_runs_match_one_device(tmp_path, single_device_losses, mesh):
   assert run_tiny(tmp_path, STEPS, *mesh) == 0
   sharded = losses(tmp_path)

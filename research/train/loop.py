@@ -4,6 +4,11 @@ Generic: an experiment hands over a `Recipe` (how to initialise parameters, the 
 source indexed by step, evaluators, what its summary shows), so this module imports no model and
 no data module and the same loop trains language models and U-Nets. As in nanodo, step N's
 metrics are read after step N+1 has been dispatched, so the host never stalls the accelerator.
+
+Before compiling it prints a memory estimate per device (research.accounting.MemoryEstimate:
+the train state's bytes from its shapes and shardings, the activations from the recipe's count)
+and warns when the device's memory is smaller. `train.microbatches` (when the study's config has
+it) splits every step's batch for gradient accumulation (research.train.step.loss_and_grads).
 """
 
 import dataclasses
@@ -11,6 +16,7 @@ import functools
 import math
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -64,13 +70,30 @@ class Recipe:
   lr_schedule: Callable | None = None              # step -> learning rate; None: 1
   facts: dict = dataclasses.field(default_factory=dict)  # static facts for the summary
   report: Report = Report()
+  # (regex on a train-state leaf's path, dimension to split across mesh.model): the model
+  # family's tensor-parallel rules (research.parallel.state_sharding); () replicates over it.
+  partition_rules: Sequence[tuple[str, int]] = ()
+  # (examples per device in one microbatch, mesh.model) -> bytes kept for the backward, for the
+  # memory estimate printed before compiling; None: not estimated.
+  activation_bytes: Callable[[int, int], float] | None = None
+
+
+def microbatches(cfg) -> int:
+  """train.microbatches of the config, 1 for a study whose config has no such field."""
+  return cfg.train.get("microbatches", 1) if "train" in cfg else 1
 
 
 def validate(cfg, batch_size: int, n_devices: int) -> None:
   """Loop-level config checks, before anything compiles."""
-  data, fsdp = parallel.mesh_shape(cfg.mesh, n_devices)
-  require(batch_size % (data * fsdp) == 0, "train.batch_size", batch_size,
-          f"must be divisible by the data-parallel size mesh.data x mesh.fsdp = {data * fsdp}")
+  data, fsdp, _ = parallel.mesh_shape(cfg.mesh, n_devices)
+  n_micro = microbatches(cfg)
+  require(isinstance(n_micro, int) and n_micro >= 1, "train.microbatches", n_micro,
+          "must be a positive integer")
+  split = (f"the data-parallel size mesh.data x mesh.fsdp = {data * fsdp}" if n_micro == 1 else
+           f"train.microbatches x the data-parallel size mesh.data x mesh.fsdp = {n_micro} x "
+           f"{data * fsdp} = {n_micro * data * fsdp}")
+  require(batch_size % (n_micro * data * fsdp) == 0, "train.batch_size", batch_size,
+          f"must be divisible by {split}")
   for field in ("eval_every", "checkpoint_every", "log_every"):
     value = cfg.loop[field]
     require(isinstance(value, int) and value >= 1, f"loop.{field}", value,
@@ -146,7 +169,7 @@ class _Throughput:
     self.start, self.units, self.steps = time.perf_counter(), 0.0, 0
 
 
-def _put_batch(batch: dict, sharding) -> dict:
+def put_batch(batch: dict, sharding) -> dict:
   """Each process contributes its rows of the global batch."""
   n, i = jax.process_count(), jax.process_index()
 
@@ -207,6 +230,49 @@ def _train_record(m: dict, recipe: Recipe, units: float, rate: float, peak: floa
   return record
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What training a recipe on a mesh needs before its first step, built without compiling."""
+  mesh: jax.sharding.Mesh
+  make_state: Callable[[], TrainState]             # () -> the initial train state
+  abstract_state: TrainState                       # its shapes and dtypes
+  state_sharding: Any
+  batch_sharding: Any
+  step: Callable                                   # jitted (state, batch, lr) -> (state, metrics)
+  memory: accounting.MemoryEstimate | None         # per device
+
+
+def memory_estimate(recipe: Recipe, mesh, abstract_state: TrainState, shardings,
+                    n_micro: int) -> accounting.MemoryEstimate | None:
+  """The train state's bytes per device from its shardings (gradients laid out as the
+  parameters), the activations from the recipe's count for one microbatch's rows per device."""
+  if recipe.activation_bytes is None:
+    return None
+  data, fsdp, model = (mesh.shape[name] for name in mesh.axis_names)
+  params = accounting.sharded_bytes(abstract_state.params, shardings.params)
+  return accounting.MemoryEstimate(
+      params=params, gradients=params,
+      optimizer=accounting.sharded_bytes(abstract_state.opt_state, shardings.opt_state),
+      activations=recipe.activation_bytes(recipe.batch_size // (n_micro * data * fsdp), model))
+
+
+def setup(recipe: Recipe, cfg) -> Setup:
+  """The mesh, the state's and batch's shardings (the recipe's partition rules), the jitted
+  step (with train.microbatches) and the memory estimate; nothing is compiled yet."""
+  mesh = parallel.make_mesh(cfg.mesh)
+  make_state = functools.partial(init_state, recipe.init, recipe.optimizer, cfg.seed)
+  abstract = jax.eval_shape(make_state)
+  shardings = parallel.state_sharding(mesh, abstract, recipe.partition_rules)
+  batch_sh = parallel.batch_sharding(mesh)
+  n_micro = microbatches(cfg)
+  step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
+                                      optimizer=recipe.optimizer, microbatches=n_micro),
+                    in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
+                    out_shardings=(shardings, None), donate_argnums=0)
+  return Setup(mesh, make_state, abstract, shardings, batch_sh, step_fn,
+               memory_estimate(recipe, mesh, abstract, shardings, n_micro))
+
+
 def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str, *,
           progress: bool | None = None, wandb_group: str | None = None) -> dict:
   """Train to `recipe.num_steps`, resuming from `workdir` if it holds checkpoints.
@@ -215,17 +281,21 @@ def train(recipe: Recipe, cfg, workdir: str, config_dict: dict, run_id: str, *,
   {"status": "interrupted by SIG..."} when a signal stopped it after saving a checkpoint.
   `progress` overrides the config's progress bar; `wandb_group` groups the runs of a sweep.
   """
-  with _CompileClock() as compile_clock:
-    return _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group,
-                  compile_clock)
-
-
-def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, compile_clock):
   wall_start = time.time()
-  mesh = parallel.make_mesh(cfg.mesh)
-  batch_sh = parallel.batch_sharding(mesh)
-  make_state = functools.partial(init_state, recipe.init, recipe.optimizer, cfg.seed)
-  shardings = parallel.state_sharding(mesh, jax.eval_shape(make_state))
+  with _CompileClock() as compile_clock:
+    s = setup(recipe, cfg)
+    if s.memory is not None and jax.process_index() == 0:
+      for line in accounting.memory_lines(s.memory, accounting.device_memory_bytes()):
+        print(line, file=sys.stderr)
+    # Traced under the mesh, the model's activation constraints (parallel.constrain) find it.
+    with jax.set_mesh(s.mesh):
+      return _train(recipe, cfg, s, workdir, config_dict, run_id, progress, wandb_group,
+                    compile_clock, wall_start)
+
+
+def _train(recipe, cfg, s: Setup, workdir, config_dict, run_id, progress, wandb_group,
+           compile_clock, wall_start):
+  mesh, batch_sh, make_state, shardings = s.mesh, s.batch_sharding, s.make_state, s.state_sharding
   keep_steps = tuple(cfg.loop.get("keep_steps", ()))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.loop.keep_checkpoints,
@@ -240,10 +310,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
     raise
   units, wall_offset = float(meta.get("tokens_seen", 0.0)), float(meta.get("wall_s", 0.0))
   wall = lambda: wall_offset + time.time() - wall_start  # noqa: E731
-  step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
-                                      optimizer=recipe.optimizer),
-                    in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
-                    out_shardings=(shardings, None), donate_argnums=0)
+  step_fn = s.step
   finite_fn = jax.jit(all_finite)
   if cfg.tracking.peak_flops > 0:
     peak, peak_source = cfg.tracking.peak_flops, "config tracking.peak_flops"
@@ -301,7 +368,7 @@ def _train(recipe, cfg, workdir, config_dict, run_id, progress, wandb_group, com
     with StopSignal() as stop:
       for step in range(start, recipe.num_steps + 1):
         if step < recipe.num_steps:
-          new_state, metrics = step_fn(state, _put_batch(recipe.train_batch(step), batch_sh),
+          new_state, metrics = step_fn(state, put_batch(recipe.train_batch(step), batch_sh),
                                        lrs[step])
         if pending is not None:  # the previous step's metrics, read while this one runs
           units += record_metrics(*pending)
