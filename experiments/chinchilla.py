@@ -47,7 +47,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c = lm.get_config("smoke")
   c.model.update(tied_embeddings=False, parametrization="mup", context=128)
   c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
-                 cooldown_fraction=0.2, final_lr_fraction=0.0, lr=3e-3)
+                 cooldown_fraction=0.2, final_lr_fraction=0.0, lr=0.031)
   c.data.val_batches = 16
   c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
   c.tracking.flop_convention = "full"
@@ -67,7 +67,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   elif preset == "gpu":
     c.model.update(context=1024, dtype="bfloat16")
     c.data.update(source="tfds:openwebtext", val_batches=32)
-    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500, lr=3e-3)
+    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500)  # tune lr: lr_transfer.py
     c.loop.update(log_every=50, checkpoint_every=1000)
     c.sweep.update(budgets=(1e17, 4e17, 1.6e18, 6.4e18), sizes=7, spacing=2 ** 0.5,
                    prior_c=1e18, prior_n=5e7, aspect=64.0, head_size=64, base_width=256)
