@@ -37,19 +37,13 @@ from research.models import ladder, transformer
 from research.train import branch
 
 PRESETS = ("smoke", "cpu", "gpu", "synthetic")
-validate_run = lm.validate
 recipe = lm.recipe
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
-  c = lm.get_config("smoke")
-  c.model.update(tied_embeddings=False, parametrization="mup", context=128)
-  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
-                 cooldown_fraction=0.2, final_lr_fraction=0.0, lr=0.031)
-  c.data.val_batches = 16
-  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  c = lm.scaling_family(lm.get_config("smoke"))
+  c.model.parametrization = "mup"
+  c.train.lr = 0.031  # the LR-transfer pilot's (results/PREREGISTRATION-scaling.md)
   c.tracking.flop_convention = "full"
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(1e11, 10 ** 11.5, 1e12, 10 ** 12.5), sizes=7, spacing=10 ** 0.25, prior_c=1e12,
@@ -67,7 +61,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   elif preset == "gpu":
     c.model.update(context=1024, dtype="bfloat16")
     c.data.update(source="tfds:openwebtext", val_batches=32)
-    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500)  # tune lr: lr_transfer.py
+    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500,  # tune lr: lr_transfer.py
+                   tokens=256 * 1024 * 4000)
     c.loop.update(log_every=50, checkpoint_every=1000)
     c.sweep.update(budgets=(1e17, 4e17, 1.6e18, 6.4e18), sizes=7, spacing=2 ** 0.5,
                    prior_c=1e18, prior_n=5e7, aspect=64.0, head_size=64, base_width=256)
@@ -77,10 +72,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  lm.validate(c)
-  if "sweep" not in c:
+  s = lm.checked_sweep(c)
+  if s is None:
     return
-  s = c.sweep
   require(len(s.budgets) >= 2 and all(b > 0 for b in s.budgets)
           and list(s.budgets) == sorted(s.budgets), "sweep.budgets", s.budgets,
           "must be at least two increasing positive FLOP budgets")
@@ -340,11 +334,17 @@ def analyze(workdir: str) -> dict:
       fits=fits)
   for path in plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids):
     paths[os.path.basename(path)] = path
-  record_out["time"]["analysis_s"] = time.perf_counter() - started
+  return write_record(workdir, paths, record_out, started, format_report)
+
+
+def write_record(workdir: str, paths: dict, record: dict, started: float, render) -> dict:
+  """fit.json and report.md (`render(record)`), last, with the analysis's own time in them."""
+  import time
+  record["time"]["analysis_s"] = time.perf_counter() - started
   paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], record_out)
+  atomic_write_json(paths["fit.json"], record)
   paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], format_report(record_out))
+  atomic_write_text(paths["report.md"], render(record))
   return paths
 
 

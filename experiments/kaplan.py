@@ -29,19 +29,16 @@ from experiments import chinchilla, lm
 from research import config as config_lib
 from research import store
 from research.errors import UserError, require
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_text
 from research.models import ladder
 from research.train import branch
 
 PRESETS = ("smoke", "cpu", "gpu")
-validate_run = lm.validate
 recipe = lm.recipe
 size = chinchilla.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
   c = chinchilla.get_config({"smoke": "smoke", "cpu": "cpu", "gpu": "gpu"}[preset])
   s = c.sweep
   with c.unlocked():
@@ -59,10 +56,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  lm.validate(c)
-  if "sweep" not in c:
+  s = lm.checked_sweep(c)
+  if s is None:
     return
-  s = c.sweep
   require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
           "a law in N needs at least 3 sizes")
   require(0 < s.n_min < s.n_max, "sweep.n_min", s.n_min, f"must be in (0, sweep.n_max = "
@@ -152,12 +148,7 @@ def laws(points, n_column: str, count: str, n_boot: int) -> dict:
   return out
 
 
-CONVENTIONS = {
-    "N non-embedding, C = 6ND": ("N_nonemb", "6ND"),
-    "N total, C = 6ND": ("N", "6ND"),
-    "N non-embedding, C full count": ("N_nonemb", "full"),
-    "N total, C full count": ("N", "full"),
-}
+CONVENTIONS = chinchilla.CONVENTIONS
 HEADLINE = "N non-embedding, C = 6ND"
 
 
@@ -184,12 +175,7 @@ def analyze(workdir: str) -> dict:
   figure = plots.kaplan_laws(points, headline_n, fits[HEADLINE])
   for path in plots.save(figure, os.path.join(workdir, "kaplan_laws")):
     paths[os.path.basename(path)] = path
-  out["time"]["analysis_s"] = time.perf_counter() - started
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], out)
-  paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], format_report(out))
-  return paths
+  return chinchilla.write_record(workdir, paths, out, started, format_report)
 
 
 def _num(value, fmt=".3f") -> str:

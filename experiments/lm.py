@@ -82,6 +82,19 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   return c
 
 
+def scaling_family(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The scaling studies' shared setup (experiments/chinchilla.py, kaplan.py, lr_transfer.py) on
+  top of a preset: untied readout (muP needs it), context 128, batches of 16 x 128 tokens, WSD
+  with a 20-step warmup and a cooldown over the last 20% to 0, 16 validation batches, no
+  intermediate evaluations or checkpoints. Returns c."""
+  c.model.update(tied_embeddings=False, context=128)
+  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
+                 cooldown_fraction=0.2, final_lr_fraction=0.0)
+  c.data.val_batches = 16
+  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  return c
+
+
 def model_config(c) -> transformer.TransformerConfig:
   return transformer.TransformerConfig(**c.model.to_dict())
 
@@ -142,6 +155,13 @@ def validate(c) -> None:
           f"allowed: {', '.join(accounting.FLOP_CONVENTIONS)}")
   require(c.data.val_batches >= 1, "data.val_batches", c.data.val_batches, "must be >= 1")
   optim.validate(t, num_steps(c))
+
+
+def checked_sweep(c):
+  """validate(c), then c's sweep group, or None for one run's config (a plan's runs have none):
+  the start of every sweep study's validate."""
+  validate(c)
+  return c.get("sweep")
 
 
 def load_data(c) -> text.TextData:

@@ -21,24 +21,18 @@ import numpy as np
 from experiments import lm
 from research import config as config_lib
 from research import store
-from research.errors import UserError, require
+from research.errors import require
 from research.fileio import atomic_write_json, atomic_write_text
 
 PRESETS = ("smoke", "cpu")
-validate_run = lm.validate
 recipe = lm.recipe
 size = lm.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; allowed presets: {', '.join(PRESETS)}")
-  c = lm.get_config("smoke")
-  c.model.update(tied_embeddings=False, n_layers=2, context=128, mup_base_d_head=4)
-  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
-                 cooldown_fraction=0.2, final_lr_fraction=0.0, tokens=512_000)
-  c.data.val_batches = 16
-  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  c = lm.scaling_family(lm.get_config("smoke"))
+  c.model.update(n_layers=2, mup_base_d_head=4)
+  c.train.tokens = 512_000
   c.sweep = ml_collections.ConfigDict(dict(
       widths=(24, 48, 96), head_size=4, ff_ratio=4, parametrizations=("standard", "mup"),
       lrs=(2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 1.28e-1)))
@@ -54,10 +48,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  lm.validate(c)
-  if "sweep" not in c:
+  s = lm.checked_sweep(c)
+  if s is None:
     return
-  s = c.sweep
   require(len(s.widths) >= 2 and all(w % s.head_size == 0 for w in s.widths), "sweep.widths",
           s.widths, f"must be two or more multiples of sweep.head_size = {s.head_size}")
   require(len(s.lrs) >= 3 and all(lr > 0 for lr in s.lrs), "sweep.lrs", s.lrs,

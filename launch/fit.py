@@ -9,7 +9,6 @@ did not converge says so and exits with code 1.
 import argparse
 import os
 
-import numpy as np
 
 from research.errors import UserError
 from research.fileio import atomic_write_json, atomic_write_text
