@@ -229,11 +229,11 @@ def _runs(points, n_column: str, count: str):
                                n_convention="total" if n_column == "N" else "non-embedding")
 
 
-def _options(s, budget_ids, bootstrap: int) -> dict:
+def _options(flops, budget_ids, bootstrap: int) -> dict:
   return dict(approaches=[1, 2, 3], form="hoffmann", delta=1e-3, reduce="sum", likelihood=False,
               keep=32, maxiter=300, bootstrap=bootstrap, ci=0.95, seed=0, heldout=1,
               budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0,
-              minimum="parabola", budgets=list(s.flops), budget_ids=budget_ids)
+              minimum="parabola", budgets=list(flops), budget_ids=budget_ids)
 
 
 def heldout_optimum(runs, budget_ids, options) -> dict:
@@ -285,15 +285,17 @@ def format_time(split: dict, analysis_s: float) -> str:
           f"took {analysis_s:.0f} s.")
 
 
-def analyze(workdir: str) -> dict:
+def analyze(workdir: str, flops=None) -> dict:
   """runs.csv; Approaches 1-3 under every convention (fit.json, report.md); the headline
-  convention's figures."""
+  convention's figures. `flops`: the budgets of the allocation table (default sweep.flops;
+  `python -m launch analyze --workdir DIR --flops 1e20,1e21`)."""
   import time
   from research.scaling import plots
   from research.scaling import report as report_lib
   started = time.perf_counter()
   record = store.read_sweep(workdir)
   s = config_lib.preset(get_config, record).sweep
+  allocation_flops = tuple(flops) if flops else tuple(s.flops)
   df, points = points_table(workdir)
   paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
   atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
@@ -304,7 +306,8 @@ def analyze(workdir: str) -> dict:
   fits, headline_runs = {}, None
   for name, (n_column, count) in CONVENTIONS.items():
     runs = _runs(points, n_column, count)
-    options = _options(s, budget_ids, s.bootstrap if name == HEADLINE else s.bootstrap // 2)
+    options = _options(allocation_flops, budget_ids,
+                       s.bootstrap if name == HEADLINE else s.bootstrap // 2)
     report = report_lib.analyse(runs, options)
     try:
       report["heldout_optimum"] = heldout_optimum(runs, budget_ids, options)

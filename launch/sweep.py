@@ -8,6 +8,7 @@ study's `analyze` writes runs.csv, fits and figures into DIR. Exit code 0 when e
 finished, 1 when some failed (the others still ran), 2 for bad input (nothing is written).
 """
 
+import inspect
 import os
 import sys
 import time
@@ -205,8 +206,9 @@ class Progress:
     self.bar.close()
 
 
-def analyze(workdir: str, module=None) -> dict:
-  """The study's analysis over the finished runs, with a warning naming the missing ones."""
+def analyze(workdir: str, module=None, options: dict | None = None) -> dict:
+  """The study's analysis over the finished runs, with a warning naming the missing ones.
+  `options` go to the study's analyze as keywords (e.g. flops), which it must accept."""
   record = store.read_sweep(workdir)
   if module is None:
     module = config_lib.load_module(record["study"])
@@ -216,8 +218,13 @@ def analyze(workdir: str, module=None) -> dict:
   if missing:
     print(f"warning: {len(missing)} of {len(states)} runs have not finished and are left out of "
           f"the analysis: {', '.join(missing)}", file=sys.stderr)
+  options = options or {}
+  accepted = inspect.signature(module.analyze).parameters
+  for name in options:
+    if name not in accepted:
+      raise UserError(f"--{name}: the analysis of {record['study']} takes no such option")
   start = time.time()
-  written = module.analyze(workdir)
+  written = module.analyze(workdir, **options)
   print(f"analysis ({time.time() - start:.1f} s) wrote: {', '.join(sorted(written))}")
   return written
 

@@ -77,6 +77,29 @@ def test_chinchilla_smoke_trains_branches_and_fits_the_three_approaches(chinchil
   assert before and [r["loss"] for r in mine if r["step"] < int(step)] == before
 
 
+def test_allocation_at_the_users_budget_and_a_bad_option(chinchilla_sweep, capsys):
+  assert main(["analyze", "--workdir", str(chinchilla_sweep), "--flops", "1e20,1e22"]) == 0
+  fit = json.loads((chinchilla_sweep / "fit.json").read_text())
+  rows = fit["summary"][chinchilla.HEADLINE]["approach3"]["allocation"]
+  assert [r["C"] for r in rows] == [1e20, 1e22]
+  assert all(r["D_opt"] == pytest.approx(r["C"] / (6 * r["N_opt"]), rel=1e-6) or
+             not np.isfinite(r["N_opt"]) for r in rows)
+  assert main(["analyze", "--workdir", str(chinchilla_sweep), "--flops", "lots"]) == 2
+  assert "--flops 'lots'" in capsys.readouterr().err
+
+
+def test_extending_a_grid_adds_sizes_at_the_chosen_edge():
+  cfg = chinchilla.get_config("cpu")
+  before = chinchilla.grid(cfg)
+  with cfg.unlocked():
+    cfg.sweep.extra_low = 1
+  after = chinchilla.grid(cfg)
+  for j in range(len(cfg.sweep.budgets)):
+    old = sorted(p["shape"].n_nonemb for p in before if p["budget"] == j)
+    new = sorted(p["shape"].n_nonemb for p in after if p["budget"] == j)
+    assert new[1:] == old and new[0] < old[0]
+
+
 def test_kaplan_smoke_fits_every_law_under_every_convention(tmp_path, cache):
   workdir = tmp_path / "kaplan"
   code, out = sh.run("sweep", *sh.sweep_args(f"{KAPLAN}:smoke", workdir), extra_env=cache)
@@ -107,4 +130,4 @@ def test_best_learning_rate_is_the_vertex_through_the_grid_minimum():
   lrs = [1e-3, 2e-3, 4e-3, 8e-3]
   losses = [(np.log(lr) - np.log(3e-3)) ** 2 + 1 for lr in lrs]
   assert lr_transfer.best_lr(lrs, losses) == pytest.approx(3e-3, rel=1e-6)
-  assert lr_transfer.best_lr(lrs, [4, 3, 2, 1]) == 8e-3  # at the edge: the grid's best
+  assert lr_transfer.best_lr(lrs, [4, 3, 2, 1]) == pytest.approx(8e-3)  # at the edge: the best
