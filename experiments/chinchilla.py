@@ -60,7 +60,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
   elif preset == "gpu":
     c.model.update(context=1024, dtype="bfloat16")
-    c.data.update(source="tfds:openwebtext", val_batches=32)
+    c.data.update(source="tfds:local_text", val_batches=32)  # docs/data.md: prepare your corpus
     c.train.update(batch_size=256, seq_len=1024, warmup_steps=500,  # tune lr: lr_transfer.py
                    tokens=256 * 1024 * 4000)
     c.loop.update(log_every=50, checkpoint_every=1000)
