@@ -21,9 +21,10 @@ def main(argv) -> int:
   record = store.read_sweep(args.workdir)
   states = store.states(args.workdir, record)
   counts = {s: sum(v == s for v in states.values()) for s in store.STATES}
-  C = {r["run"]: r["C"] for r in record["runs"]}
-  done_flops = sum(C[r] if s == "finished" else min(
-      store.progress_flops(store.run_dir(args.workdir, r)), C[r]) for r, s in states.items())
+  runs = {r["run"]: r for r in record["runs"]}
+  C = {r: sweep_lib.cost(entry) for r, entry in runs.items()}
+  done = {r: sweep_lib.trained(args.workdir, runs[r], s) for r, s in states.items()}
+  done_flops = sum(done.values())
   pending = counts["pending"] + counts["interrupted"]
   print(f"sweep {args.workdir} ({record['spec']}): {len(states)} runs: {counts['finished']} done, "
         f"{counts['running']} running, {counts['failed']} failed, {pending} pending"
@@ -33,8 +34,7 @@ def main(argv) -> int:
   if counts["finished"] and counts["finished"] < len(states):
     rate, overhead, _ = sweep_lib.rate_estimate(args.workdir, record,
                                                 record.get("threads_per_run", 1))
-    left = sum((C[r] - (store.progress_flops(store.run_dir(args.workdir, r))
-                        if s != "finished" else C[r])) / rate + (overhead if s != "running" else 0)
+    left = sum((C[r] - done[r]) / rate + (overhead if s != "running" else 0)
                for r, s in states.items() if s != "finished")
     workers = max(1, counts["running"])
     line += (f"; ETA {sweep_lib.hms(left / workers)} at the finished runs' speed on {workers} "

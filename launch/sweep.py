@@ -130,6 +130,14 @@ def cost(run: dict) -> float:
   return run["C"] - run.get("C_start", 0.0)
 
 
+def trained(workdir: str, run: dict, state: str) -> float:
+  """FLOPs of `cost(run)` done so far: all of it when finished, else what its log says."""
+  if state == "finished":
+    return cost(run)
+  done = store.progress_flops(store.run_dir(workdir, run["run"])) - run.get("C_start", 0.0)
+  return min(max(done, 0.0), cost(run))
+
+
 def format_plan(record: dict, states: dict, rate: float, overhead: float, basis: str,
                 workers: int) -> str:
   """The plan table, one line per run, and a total with the estimated wall time left."""
@@ -162,8 +170,8 @@ class Progress:
   def __init__(self, workdir: str, record: dict, todo: list[str]):
     from tqdm import tqdm
     self.workdir = workdir
+    self.runs = {r["run"]: r for r in record["runs"]}
     self.C = {r["run"]: cost(r) for r in record["runs"]}
-    self.C_start = {r["run"]: r.get("C_start", 0.0) for r in record["runs"]}
     self.todo, self.running, self.done, self.failed = set(todo), set(), set(), []
     finished = len(record["runs"]) - len(todo)
     self.base = sum(c for run, c in self.C.items() if run not in self.todo)
@@ -175,8 +183,7 @@ class Progress:
 
   def _flops(self) -> float:
     flops = self.base + sum(self.C[r] for r in self.done)
-    flops += sum(min(max(store.progress_flops(store.run_dir(self.workdir, r))
-                         - self.C_start[r], 0.0), self.C[r]) for r in self.todo - self.done)
+    flops += sum(trained(self.workdir, self.runs[r], "running") for r in self.todo - self.done)
     return flops
 
   def _postfix(self) -> None:
