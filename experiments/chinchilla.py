@@ -14,7 +14,8 @@ learning rate (see results/chinchilla/README.md for the pilots that chose it).
 The analysis fits Approaches 1, 2 and 3 (research/scaling) with bootstrap intervals under two N
 conventions (total, non-embedding) and two FLOP counts (6ND with that N; our full count), holds
 out the largest budget and predicts its optimal loss, and gives N_opt, D_opt and tokens per
-parameter at the budgets in sweep.flops (`--config.sweep.flops=1e15,1e18`).
+parameter at the budgets in sweep.flops, or at yours:
+`python -m launch analyze --workdir DIR --flops 1e20,1e22`.
 
 Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
 45 minutes on 2 cores), gpu (1e17-1e19 FLOPs on a TFDS corpus you prepare; --dry-run prints its
@@ -158,9 +159,9 @@ def plan(c) -> list[ml_collections.ConfigDict]:
 def size(c) -> dict:
   """lm.size, plus C_start: the FLOPs a branch's parent trained before the branch step."""
   out = lm.size(c)
-  parent = c.loop.init_from.rpartition("@")[2]
-  if parent:
-    out["C_start"] = out["C"] * int(parent) / out["steps"]
+  step = c.loop.init_from.rpartition("@")[2]
+  if step:
+    out["C_start"] = out["C"] * int(step) / out["steps"]
   return out
 
 
