@@ -21,7 +21,7 @@ REQUIRED = ("run", "N", "N_nonemb", "D", "C", "flop_convention", "train_loss", "
 
 def test_smoke_sweep_writes_runs_fit_and_figures(smoke_sweep):
   workdir, out = smoke_sweep
-  assert "8 runs, C = " in out and "trained 8 run(s)" in out
+  assert "8 runs, 1.963e+12 FLOPs to train in all" in out and "trained 8 run(s)" in out
   df = pd.read_csv(workdir / "runs.csv")
   assert len(df) == 8 and set(REQUIRED) <= set(df.columns)
   assert (df.status == "finished").all() and df.val_loss.notna().all()
@@ -170,7 +170,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
   assert code == 0, out
   lines = [l for l in out.splitlines() if len(l.split()) > 5 and l.split()[0].isalnum()
            and len(l.split()[0]) == 12]
-  assert len(lines) == 8 and "8 runs, C = " in out and "dry run" in out
+  assert len(lines) == 8 and "dry run" in out
+  assert "8 runs, 1.963e+12 FLOPs to train in all" in out
   assert not workdir.exists()
 
 
