@@ -9,7 +9,7 @@ of that shape under tracking.flop_convention. Sizes sit on one grid in log N, so
 several budgets; each size is one constant-rate parent run with WSD cooldown branches
 (research/train/branch.py) at the token counts its budgets need, which costs about one run per
 size instead of one per point. Every model is muP (Yang et al. 2022) with the base width's tuned
-learning rate (see results/chinchilla/README.md for the pilots that chose it).
+learning rate (see results/lr-transfer/README.md for the pilot that chose it).
 
 The analysis fits Approaches 1, 2 and 3 (research/scaling) with bootstrap intervals under two N
 conventions (total, non-embedding) and two FLOP counts (6ND with that N; our full count), holds
