@@ -231,10 +231,9 @@ def _runs(points, n_column: str, count: str):
 
 
 def _options(flops, budget_ids, bootstrap: int) -> dict:
-  return dict(approaches=[1, 2, 3], form="hoffmann", delta=1e-3, reduce="sum", likelihood=False,
-              keep=32, maxiter=300, bootstrap=bootstrap, ci=0.95, seed=0, heldout=1,
-              budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0,
-              minimum="parabola", budgets=list(flops), budget_ids=budget_ids)
+  from research.scaling import report
+  return report.options(approaches=[1, 2, 3], bootstrap=bootstrap, budgets=list(flops),
+                        budget_ids=budget_ids)
 
 
 def heldout_optimum(runs, budget_ids, options) -> dict:

@@ -4,7 +4,6 @@ import argparse
 
 from launch import sweep as sweep_lib
 from research import store
-from research.errors import UserError
 
 
 def main(argv) -> int:
@@ -16,11 +15,7 @@ def main(argv) -> int:
   store.check_workdir(args.workdir)
   options = {}
   if args.flops:
-    try:
-      options["flops"] = tuple(float(f) for f in args.flops.split(",") if f.strip())
-    except ValueError:
-      raise UserError(f"--flops {args.flops!r}: give FLOPs as numbers separated by commas") from None
-    if not options["flops"] or min(options["flops"]) <= 0:
-      raise UserError(f"--flops {args.flops!r}: give one or more positive budgets")
+    from research.scaling import report
+    options["flops"] = tuple(report.parse_flops(args.flops, "--flops"))
   sweep_lib.analyze(args.workdir, options=options)
   return 0

@@ -17,6 +17,7 @@ from research.scaling import table
 
 
 def _parser() -> argparse.ArgumentParser:
+  D = report_lib.DEFAULTS
   p = argparse.ArgumentParser(prog="python -m launch fit", description=__doc__.split("\n\n")[1])
   p.add_argument("table", help="CSV, JSONL run log, or any pandas-readable file")
   p.add_argument("--n", required=True, help="column of parameter counts N (used as given)")
@@ -35,24 +36,26 @@ def _parser() -> argparse.ArgumentParser:
                  help="the parametric law of Approach 3 (muennighoff needs --unique)")
   p.add_argument("--drop-highest-loss", type=int, default=0,
                  help="drop this many highest-loss rows first (Besiroglu et al. drop 5)")
-  p.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log L")
+  p.add_argument("--delta", type=float, default=D["delta"], help="Huber delta on log L")
   p.add_argument("--mean", action="store_true",
                  help="average the Huber terms instead of summing them (not recommended)")
   p.add_argument("--likelihood", action="store_true",
                  help="Epoch's Huber likelihood with a fitted scale instead of the plain sum")
-  p.add_argument("--keep", type=int, default=32,
+  p.add_argument("--keep", type=int, default=D["keep"],
                  help="starts refined after the cheap first pass over the grid (0: all)")
-  p.add_argument("--maxiter", type=int, default=300, help="L-BFGS iteration limit per start")
-  p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (0: none)")
-  p.add_argument("--ci", type=float, default=0.95, help="bootstrap interval coverage")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--heldout", type=int, default=1,
+  p.add_argument("--maxiter", type=int, default=D["maxiter"],
+                 help="L-BFGS iteration limit per start")
+  p.add_argument("--bootstrap", type=int, default=D["bootstrap"],
+                 help="bootstrap resamples (0: none)")
+  p.add_argument("--ci", type=float, default=D["ci"], help="bootstrap interval coverage")
+  p.add_argument("--seed", type=int, default=D["seed"])
+  p.add_argument("--heldout", type=int, default=D["heldout"],
                  help="largest budgets held out for the prediction check (0: none)")
-  p.add_argument("--budget-tolerance-dex", type=float, default=0.05,
+  p.add_argument("--budget-tolerance-dex", type=float, default=D["budget_tolerance_dex"],
                  help="runs whose log10 C differ by less than this share an IsoFLOP budget")
   p.add_argument("--drop-small-budgets", action="store_true",
                  help="Approach 2: skip budgets with fewer than three sizes instead of failing")
-  p.add_argument("--window", type=float, default=2.0,
+  p.add_argument("--window", type=float, default=D["window"],
                  help="Approach 2: fit each parabola within this factor in N of the best run")
   p.add_argument("--minimum", default="parabola", choices=["parabola", "akima"],
                  help="Approach 2: locate each budget's minimum with a parabola (Hoffmann et al.; "
@@ -79,11 +82,7 @@ def _load_runs(args) -> table.Runs:
 
 
 def _options(args) -> dict:
-  try:
-    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
-  except ValueError:
-    raise UserError(f"--budgets {args.budgets!r}: give FLOPs as numbers separated by "
-                    "commas") from None
+  budgets = report_lib.parse_flops(args.budgets, "--budgets")
   if not 0 < args.ci < 1:
     raise UserError(f"--ci {args.ci}: must lie strictly between 0 and 1")
   if args.delta <= 0:

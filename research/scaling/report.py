@@ -13,6 +13,32 @@ from research.scaling.forms import hoffmann_frontier
 
 DEFAULT_BUDGETS = (1e21, 1e22, 1e23, 5.76e23, 1e24, 1e25)
 
+# `analyse`'s options as `launch fit` defaults them; a study that analyses its own sweep starts
+# from these too (`options(...)`).
+DEFAULTS = dict(approaches=[3], form="hoffmann", delta=1e-3, reduce="sum", likelihood=False,
+                keep=32, maxiter=300, bootstrap=200, ci=0.95, seed=0, heldout=1,
+                budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0,
+                minimum="parabola", budgets=list(DEFAULT_BUDGETS))
+
+
+def options(**overrides) -> dict:
+  """DEFAULTS with `overrides` (unknown names are a programming error)."""
+  unknown = set(overrides) - set(DEFAULTS) - {"budget_ids"}
+  if unknown:
+    raise TypeError(f"unknown analysis options: {sorted(unknown)}")
+  return {**DEFAULTS, **overrides}
+
+
+def parse_flops(text: str, flag: str) -> list[float]:
+  """'1e20,1e22' -> [1e20, 1e22]; anything else is one clear UserError naming the flag."""
+  try:
+    values = [float(b) for b in text.split(",") if b.strip()]
+  except ValueError:
+    raise UserError(f"{flag} {text!r}: give FLOPs as numbers separated by commas") from None
+  if not values or min(values) <= 0:
+    raise UserError(f"{flag} {text!r}: give one or more positive FLOP budgets")
+  return values
+
 
 def _approach3(runs, options) -> dict:
   inputs = runs.inputs()
