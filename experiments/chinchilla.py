@@ -377,8 +377,9 @@ def format_report(record: dict) -> str:
   for source, a, e, alpha, beta in PAPERS:
     lines.append(f"| {source} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in a)
                  + f" | {e:.2f} | {alpha:.2f} | {beta:.2f} |")
-  lines += ["", "Every convention (95% bootstrap intervals in brackets):", "", "| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
-           "beta | held-out L_opt error |", "|---|---|---|---|---|---|"]
+  lines += ["", "Every convention (95% bootstrap intervals in brackets):", "",
+            "| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
+            "beta | held-out L_opt error |", "|---|---|---|---|---|---|"]
   for name, entry in record["summary"].items():
     a3 = entry["approach3"]
     held = record["heldout_optimum"][name]
@@ -396,7 +397,8 @@ def format_report(record: dict) -> str:
       for warning in result.get("warnings", []):
         lines.append(f"\nwarning ({name}, Approach {approach}): {warning}")
   for edge in record.get("edges", []):
-    lines.append(f"\nbudget C = {edge['C']:.3g}: its best size (N = {edge['best_N']:,.0f}) is at the "
+    lines.append(f"\nbudget C = {edge['C']:.3g}: its best size (N = {edge['best_N']:,.0f}) is "
+                 "at the "
                  f"edge of its grid; add sizes there with --extend --config.sweep.{edge['add']}=1")
   if "time" in record:
     lines += ["", format_time(record["time"], record["time"].get("analysis_s", 0.0))]
