@@ -17,6 +17,8 @@ COMMANDS = {
     "status": ("launch.status", "where a sweep stands: --workdir DIR"),
     "analyze": ("launch.analyze", "re-run a sweep's analysis over its finished runs: --workdir"),
     "fit": ("launch.fit", "fit a scaling law to a table of runs"),
+    "eval": ("launch.eval", "score a BIG-bench JSON task on a run's checkpoint: --workdir RUN "
+             "--task FILE.json"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
     "weights": ("launch.weights", "export pytorch-fid's Inception weights; retrain the digits "
                 "extractor"),

@@ -1,0 +1,125 @@
+"""Ability curves against scale: where exact match crosses 50%, and forecasts of that point.
+
+Input is a long table of evaluations (the emergence study's metrics.csv): one row per run,
+checkpoint, task and metric with columns run, N, C, step, task, metric, value (plus the varying
+fields, such as seed and positions). Curves are taken at each run's last checkpoint and averaged
+over seeds at each N.
+
+Forecasts follow the argument of Schaeffer et al. (2023): exact match over an answer of T tokens
+is about the product of its per-token accuracies, so a per-token metric that moves smoothly in
+log N predicts where exact match will jump. `forecast` fits logit(per-token accuracy) linearly in
+log N on the models below the observed crossing only, predicts exact match as p(N)^T and solves
+p(N)^T = 1/2; the baseline fits logit(exact match) itself in log N on the same models. A forecast
+is a miss when it is more than `tolerance` decades of N from the observed crossing, or when it
+cannot be made (a fit with a non-positive slope never reaches 1/2).
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+EPS = 1e-3  # logits are taken of values clipped to [EPS, 1 - EPS]
+
+
+def final(df: pd.DataFrame) -> pd.DataFrame:
+  """The rows of each run's last evaluated step."""
+  last = df.groupby("run").step.transform("max")
+  return df[df.step == last]
+
+
+def curve(df: pd.DataFrame, task: str, metric: str, by: str = "N") -> pd.DataFrame:
+  """Mean, min, max and count over runs (seeds) of `metric` on `task` at each value of `by`, at
+  the runs' last checkpoints, sorted by `by`."""
+  rows = final(df)
+  rows = rows[(rows.task == task) & (rows.metric == metric)]
+  out = rows.groupby(by).value.agg(["mean", "min", "max", "count"]).reset_index()
+  return out.sort_values(by).reset_index(drop=True)
+
+
+def crossing(x, y, level: float = 0.5) -> float | None:
+  """The first x (interpolated linearly in log x) where y reaches `level` from below; None when
+  y never reaches it, NaN when it is already there at the smallest x (no crossing observed)."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  if len(x) == 0 or not np.any(y >= level):
+    return None
+  i = int(np.argmax(y >= level))
+  if i == 0:
+    return float("nan")
+  lx0, lx1 = math.log(x[i - 1]), math.log(x[i])
+  frac = (level - y[i - 1]) / (y[i] - y[i - 1])
+  return float(math.exp(lx0 + frac * (lx1 - lx0)))
+
+
+def _logit(p):
+  p = np.clip(np.asarray(p, float), EPS, 1 - EPS)
+  return np.log(p / (1 - p))
+
+
+def _solve_logit_line(log_n, values, target_logit: float) -> float | None:
+  """Least squares logit(values) = a + b log N; the N where it equals target_logit (None when
+  fewer than two points or b <= 0)."""
+  if len(log_n) < 2 or np.ptp(log_n) == 0:
+    return None
+  b, a = np.polyfit(log_n, _logit(values), 1)
+  log_solution = (target_logit - a) / b if b > 0 else math.inf
+  if log_solution > 230:  # b <= 0, or past N = 1e100: no forecast
+    return None
+  return float(math.exp(log_solution))
+
+
+def forecast(n, exact_match, token_accuracy, answer_tokens: float, n50_observed: float | None,
+             level: float = 0.5) -> dict:
+  """Forecasts of the crossing from the sizes strictly below the observed one (all sizes when it
+  was not reached): {"per_token": N or None, "exact_match": N or None, "models_used": count}."""
+  n = np.asarray(n, float)
+  below = n < n50_observed if n50_observed and not math.isnan(n50_observed) else np.ones_like(
+      n, bool)
+  log_n = np.log(n[below])
+  per_token_target = level ** (1.0 / answer_tokens)
+  return {
+      "per_token": _solve_logit_line(log_n, np.asarray(token_accuracy, float)[below],
+                                     float(_logit(per_token_target))),
+      "exact_match": _solve_logit_line(log_n, np.asarray(exact_match, float)[below],
+                                       float(_logit(level))),
+      "models_used": int(below.sum()),
+  }
+
+
+def decades(forecast_n: float | None, observed_n: float | None) -> float | None:
+  """log10(forecast / observed), None when either is missing."""
+  if not forecast_n or not observed_n or math.isnan(observed_n):
+    return None
+  return math.log10(forecast_n / observed_n)
+
+
+def weighted_loss(rows: pd.DataFrame, weights: dict) -> pd.Series:
+  """sum_t w_t (-target_logprob of subtask t) / sum_t w_t at each N (seed means), over the rows
+  of metric target_logprob; weights: {task: frequency in training}."""
+  total = sum(weights.values())
+  parts = [-rows[rows.task == task].groupby("N").value.mean() * w / total
+           for task, w in weights.items()]
+  return pd.concat(parts, axis=1).sum(axis=1, min_count=len(parts)).dropna().sort_index()
+
+
+def power_law(n, loss) -> dict | None:
+  """Least squares log L = log A - alpha log N: {"A", "alpha", "r2"} (None with < 3 points)."""
+  n, loss = np.asarray(n, float), np.asarray(loss, float)
+  if len(n) < 3:
+    return None
+  slope, intercept = np.polyfit(np.log(n), np.log(loss), 1)
+  predicted = intercept + slope * np.log(n)
+  residual = np.sum((np.log(loss) - predicted) ** 2)
+  spread = np.sum((np.log(loss) - np.log(loss).mean()) ** 2)
+  return {"A": float(np.exp(intercept)), "alpha": float(-slope),
+          "r2": float(1 - residual / spread) if spread > 0 else 1.0}
+
+
+def sharpness(n, loss) -> float:
+  """How abruptly a loss curve drops: the largest fall between neighbouring sizes as a fraction
+  of the whole fall (1: all at once; 1/(k-1) for an even fall over k sizes)."""
+  loss = np.asarray(loss, float)[np.argsort(np.asarray(n, float))]
+  total = loss[0] - loss.min()
+  if len(loss) < 2 or total <= 0:
+    return float("nan")
+  return float(np.max(-np.diff(loss)) / total)
