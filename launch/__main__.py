@@ -18,6 +18,7 @@ COMMANDS = {
     "analyze": ("launch.analyze", "re-run a sweep's analysis over its finished runs: --workdir"),
     "fit": ("launch.fit", "fit a scaling law to a table of runs"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
+    "sample": ("launch.sample", "a grid of samples (PNG, --npz) from a diffusion run's checkpoint"),
     "weights": ("launch.weights", "export pytorch-fid's Inception weights; retrain the digits "
                 "extractor"),
 }
