@@ -13,7 +13,7 @@ classifier (research/models/digits.py; named FD_digits, never FID) for digit ima
 KID in InceptionV3 features (a weight file you supply) for CIFAR-10.
 
 Presets:
-  smoke        a ~0.2M-parameter U-Net on scikit-learn's 8x8 digits, about 2 minutes on 2 CPU
+  smoke        a 0.7M-parameter U-Net on scikit-learn's 8x8 digits, about 2 minutes on 2 CPU
                cores: the whole path (data, steps, EMA, DDIM sampling, FD_digits / KID, summary).
   cpu          (a sweep) a ladder of U-Net widths, ~4e4 to 3e6 parameters, on the 8x8 digits and
                on MNIST downsampled to 16x16 (../shared/data/images/mnist), each run evaluated at
@@ -68,7 +68,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="digits", mnist_dir=MNIST_DIR, tfds_data_dir="", flip=False))
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=64, steps=1500, lr=1e-3, schedule="cosine", warmup_steps=50,
+      batch_size=64, steps=800, lr=1e-3, schedule="cosine", warmup_steps=50,
       final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.0, grad_clip=1.0, b1=0.9,
       b2=0.999, eps=1e-8, microbatches=1, ema_decay=0.995))
   c.eval = ml_collections.ConfigDict(dict(
@@ -77,7 +77,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
                                           axis_names=("data", "fsdp", "model")))
   c.loop = ml_collections.ConfigDict(dict(
-      log_every=25, eval_every=500, checkpoint_every=500, keep_checkpoints=2,
+      log_every=25, eval_every=400, checkpoint_every=400, keep_checkpoints=2,
       async_checkpoints=True, keep_steps=(), init_from=""))
   c.tracking = ml_collections.ConfigDict(dict(
       progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
@@ -88,9 +88,10 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.eval.update(n_samples=500, sampling_steps=50)
     c.loop.update(eval_every=500, checkpoint_every=500, log_every=50)
     c.sweep = ml_collections.ConfigDict(dict(
-        widths=(6, 10, 16, 28, 52), datasets=("digits", "mnist"), evals=4,
-        steps=(("digits", 2000), ("mnist", 2000)), bootstrap=200, grid=64,
-        compare_sampler="ddpm", compare_steps=1000, compare_samples=250))
+        widths=(("digits", (6, 10, 16, 28, 52)), ("mnist", (6, 10, 16, 28))),
+        datasets=("digits", "mnist"), evals=4, steps=(("digits", 2000), ("mnist", 1200)),
+        bootstrap=200, grid=64, compare_sampler="ddpm", compare_steps=1000,
+        compare_samples=200, compare_datasets=("digits",)))
   elif preset == "gpu-cifar10":
     c.model.update(image_size=32, channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
                    attn_resolutions=(16,), dropout=0.1, groups=32)
@@ -101,9 +102,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                   features="inception", kid_subsets=100, kid_subset_size=1000)
     c.loop.update(log_every=100, eval_every=50_000, checkpoint_every=10_000, keep_checkpoints=3)
     c.sweep = ml_collections.ConfigDict(dict(
-        widths=(128,), datasets=("cifar10",), evals=16, steps=(("cifar10", 800_000),),
-        bootstrap=200, grid=64, compare_sampler="ddpm", compare_steps=1000,
-        compare_samples=10_000))
+        widths=(("cifar10", (128,)),), datasets=("cifar10",), evals=16,
+        steps=(("cifar10", 800_000),), bootstrap=200, grid=64, compare_sampler="ddpm",
+        compare_steps=1000, compare_samples=10_000, compare_datasets=("cifar10",)))
   return c
 
 
@@ -113,6 +114,15 @@ def model_config(c):
   fields["ch_mult"] = tuple(fields["ch_mult"])
   fields["attn_resolutions"] = tuple(fields["attn_resolutions"])
   return unet.UNetConfig(**fields)
+
+
+def _pairs(value, field: str) -> dict:
+  """((data set, value), ...) -> {data set: value}."""
+  try:
+    return {k: v for k, v in value}
+  except (TypeError, ValueError):
+    raise UserError(f"config field '{field}' = {value!r}: expected ((data set, value), ...)") \
+        from None
 
 
 def _is_family(c) -> bool:
@@ -169,16 +179,19 @@ def validate(c) -> None:
   optim.validate(t, t.steps)
   if "sweep" in c:
     s = c.sweep
-    require(len(s.widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in s.widths),
-            "sweep.widths", s.widths, "must be a non-empty list of positive integers")
-    bad = [w for w in s.widths if w % c.model.groups]
-    require(not bad, "sweep.widths", s.widths,
-            f"every width must be a multiple of model.groups = {c.model.groups} (not {bad})")
+    widths = _pairs(s.widths, "sweep.widths")
+    for dataset, ws in widths.items():
+      require(len(ws) >= 1 and all(isinstance(w, int) and w >= 1 for w in ws), "sweep.widths",
+              s.widths, f"{dataset}: must be a non-empty list of positive integers")
+      bad = [w for w in ws if w % c.model.groups]
+      require(not bad, "sweep.widths", s.widths,
+              f"every width must be a multiple of model.groups = {c.model.groups} (not {bad})")
     require(len(s.datasets) >= 1 and all(d in DATASETS for d in s.datasets), "sweep.datasets",
             s.datasets, f"allowed: {', '.join(DATASETS)}")
-    steps = dict(s.steps)
-    missing = [d for d in s.datasets if d not in steps]
-    require(not missing, "sweep.steps", s.steps, f"needs a step count for {missing}")
+    steps = _pairs(s.steps, "sweep.steps")
+    for field, table in (("sweep.steps", steps), ("sweep.widths", widths)):
+      missing = [d for d in s.datasets if d not in table]
+      require(not missing, field, s[field.split(".")[1]], f"needs an entry for {missing}")
     require(isinstance(s.evals, int) and s.evals >= 1, "sweep.evals", s.evals,
             "must be a positive number of evaluations per run")
     ddpm.check_sampler(s.compare_sampler, s.compare_steps, c.diffusion.steps,
@@ -471,15 +484,15 @@ def size(c) -> dict:
 
 
 def plan(c) -> list[ml_collections.ConfigDict]:
-  """Per data set (in order), every width of sweep.widths: model.ch = width, the data set's
+  """Per data set (in order), each of its widths in sweep.widths: model.ch = width, the data set's
   model shape (SWEEP_MODELS), its step count, sweep.evals evaluations evenly over the run."""
   s = c.sweep
   base = config_lib.to_dict(c)
   del base["sweep"]
-  steps = dict(s.steps)
+  steps, widths = _pairs(s.steps, "sweep.steps"), _pairs(s.widths, "sweep.widths")
   runs = []
   for dataset in s.datasets:
-    for width in s.widths:
+    for width in widths[dataset]:
       run = config_lib.from_dict(base)
       with run.unlocked():
         run.data.source = dataset
@@ -599,7 +612,8 @@ def analyze(workdir: str) -> dict:
       paths[os.path.basename(path)] = path
   paths.update(sample_grids(workdir, record, runs, sweep.grid))
   for dataset, entry in out["datasets"].items():
-    entry["sampler_comparison"] = compare_samplers(workdir, record, runs, dataset, sweep)
+    if dataset in sweep.compare_datasets:
+      entry["sampler_comparison"] = compare_samplers(workdir, record, runs, dataset, sweep)
   out["analysis_s"] = time.perf_counter() - started
   paths["fit.json"] = os.path.join(workdir, "fit.json")
   atomic_write_json(paths["fit.json"], out)
