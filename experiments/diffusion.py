@@ -19,6 +19,7 @@ Presets:
                on MNIST downsampled to 16x16 (../shared/data/images/mnist), each run evaluated at
                several points of training; planned at about 45 minutes on 2 cores
                (docs/diffusion.md has the measurements it was sized from).
+  sweep-smoke  the cpu sweep's path on two tiny digit U-Nets, 40 steps each (the tests).
   gpu-cifar10  Ho et al.'s CIFAR-10 model (35.7M parameters: ch 128, multipliers 1,2,2,2, two
                residual blocks per level, attention at 16x16, dropout 0.1, linear schedule over
                1000 steps, batch 128, Adam 2e-4, EMA 0.9999, 800k steps) on a TFDS cifar10 you
@@ -45,7 +46,7 @@ from research.errors import UserError, require
 from research.fileio import atomic_write_json, atomic_write_text
 from research.train import loop, optim
 
-PRESETS = ("smoke", "cpu", "gpu-cifar10")
+PRESETS = ("smoke", "cpu", "sweep-smoke", "gpu-cifar10")
 DATASETS = ("digits", "mnist", "cifar10")
 FAMILY = "unet"
 MNIST_DIR = os.path.join("..", "shared", "data", "images", "mnist")
@@ -82,7 +83,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.tracking = ml_collections.ConfigDict(dict(
       progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
       peak_flops=0.0))
-  if preset == "cpu":
+  if preset in ("cpu", "sweep-smoke"):
     c.model.update(SWEEP_MODELS["digits"], groups=2, dropout=0.0)
     c.train.update(batch_size=64, steps=2000, lr=1e-3, warmup_steps=50)
     c.eval.update(n_samples=500, sampling_steps=50)
@@ -92,6 +93,14 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
         datasets=("digits", "mnist"), evals=4, steps=(("digits", 2000), ("mnist", 1200)),
         bootstrap=200, grid=64, compare_sampler="ddpm", compare_steps=1000,
         compare_samples=200, compare_datasets=("digits",)))
+  if preset == "sweep-smoke":  # the cpu sweep's path in a minute: the tests' analysis check
+    c.train.update(steps=40, warmup_steps=5)
+    c.eval.update(n_samples=64, batch_size=64, sampling_steps=10, kid_subsets=5,
+                  kid_subset_size=32)
+    c.loop.update(log_every=10)
+    c.sweep.update(widths=(("digits", (4, 8)),), datasets=("digits",), evals=2,
+                   steps=(("digits", 40),), bootstrap=20, grid=16, compare_steps=50,
+                   compare_samples=16)
   elif preset == "gpu-cifar10":
     c.model.update(image_size=32, channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
                    attn_resolutions=(16,), dropout=0.1, groups=32)

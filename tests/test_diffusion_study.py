@@ -133,3 +133,34 @@ def test_frontier_and_its_power_law():
   assert result["a"] == pytest.approx(0.4, abs=0.05)
   lo, hi = result["a_interval"]
   assert 0 < lo < 0.4 < hi
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+  import sweep_helpers as sh
+  workdir = tmp_path_factory.mktemp("diffusion") / "sweep"
+  cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache"))}
+  code, out = sh.run("sweep", *sh.sweep_args(f"{STUDY}:sweep-smoke", workdir), extra_env=cache)
+  assert code == 0, out
+  return workdir
+
+
+def test_sweep_analysis_writes_the_issues_tables_and_figures(smoke_sweep):
+  runs = pd.read_csv(smoke_sweep / "runs.csv")
+  for column in ("step", "C", "fd", "kid", "n_samples", "sampler", "sampling_steps", "width",
+                 "dataset"):
+    assert column in runs.columns, column
+  assert sorted(runs.width.unique()) == [4, 8] and set(runs.dataset) == {"digits"}
+  assert sorted(runs.step.unique()) == [20, 40]  # sweep.evals 2 of 40 steps
+  assert (runs.fd > 0).all() and (runs.n_samples == 64).all()
+  wide = runs[runs.width == 8].sort_values("step")
+  assert wide.C.iloc[1] == pytest.approx(2 * wide.C.iloc[0])
+  record = json.loads((smoke_sweep / "fit.json").read_text())
+  entry = record["datasets"]["digits"]
+  assert entry["fd_name"] == "FD_digits" and entry["floor"] > 0
+  assert entry["frontier"]["C"] == sorted(entry["frontier"]["C"])
+  comparison = entry["sampler_comparison"]
+  assert comparison["width"] == 8 and comparison["ddpm_50"]["fd"] > 0
+  for name in ("fd_vs_compute.png", "samples_digits_w4.png", "samples_digits_w8.png",
+               "report.md"):
+    assert (smoke_sweep / name).exists(), name
