@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": ("launch.eval", "score a BIG-bench JSON task on a run's checkpoint: --workdir RUN "
              "--task FILE.json"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
+    "sample": ("launch.sample", "a grid of samples (PNG, --npz) from a diffusion run's checkpoint"),
     "weights": ("launch.weights", "export pytorch-fid's Inception weights; retrain the digits "
                 "extractor"),
 }

@@ -275,10 +275,17 @@ def training_run(train: list[dict], evals: list[dict], summary: dict):
   per_step = summary["tokens"] / max(summary["steps"], 1)
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
   ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], lw=1, label="train")
+  curve_ax = ax.twinx() if report.get("curves_label") else ax
   for name in report.get("curves", ()):
     points = [(r["step"] * per_step, r[name]) for r in evals if name in r]
     if points:
-      ax.plot(*zip(*points), "o-", ms=4, label=name.replace("_", " ") + " (held out)")
+      style = {"color": "C1"} if curve_ax is not ax else {}
+      curve_ax.plot(*zip(*points), "o-", ms=4, label=name.replace("_", " ") + " (held out)",
+                    **style)
+  if curve_ax is not ax:
+    curve_ax.set_yscale("log")
+    curve_ax.set_ylabel(report["curves_label"])
+    curve_ax.legend(fontsize=8, loc="upper center")
   for key, label in report.get("levels", ()):
     if summary.get(key) is not None:
       ax.axhline(summary[key], color="k", ls="--", lw=1, label=f"{label} ({summary[key]:.3f})")

@@ -48,12 +48,15 @@ class Report:
   levels:  (summary key, label) horizontal reference lines (e.g. a known entropy rate).
   unit:    what the loss's aux "tokens" counts (tokens, images, ...): the x axis and D.
   loss_label: the training loss's axis label, with its unit.
+  curves_label: when set, the eval curves get their own y axis (on the right) with this label,
+              for metrics on another scale than the loss (e.g. a Frechet distance).
   """
   metrics: Sequence[tuple[str, str, str]] = ()
   curves: Sequence[str] = ()
   levels: Sequence[tuple[str, str]] = ()
   unit: str = "tokens"
   loss_label: str = "loss"
+  curves_label: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Recipe:
   # (examples per device in one microbatch, mesh.model) -> bytes kept for the backward, for the
   # memory estimate printed before compiling; None: not estimated.
   activation_bytes: Callable[[int, int], float] | None = None
+  # TrainState -> the parameters the evaluators get; None: state.params. A recipe whose optimizer
+  # keeps other weights in its state (an EMA of them, research.diffusion.ddpm.with_ema) picks them.
+  eval_params: Callable[[TrainState], Any] | None = None
 
 
 def microbatches(cfg) -> int:
@@ -334,8 +340,9 @@ def _train(recipe, cfg, s: Setup, workdir, config_dict, run_id, progress, wandb_
   def evaluate(step: int, state: TrainState) -> dict:
     started = time.perf_counter()
     results = {}
+    params = state.params if recipe.eval_params is None else recipe.eval_params(state)
     for evaluator in recipe.evaluators:
-      results.update(jax.device_get(evaluator(state.params)))
+      results.update(jax.device_get(evaluator(params)))
     eval_clock[0] += time.perf_counter() - started
     tracker.write(step, results, kind="eval")
     return results
