@@ -33,7 +33,7 @@ from experiments import lm
 from research import config as config_lib
 from research import store
 from research.errors import UserError, require
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_text
 from research.models import ladder, transformer
 from research.train import branch
 
@@ -344,11 +344,7 @@ def write_record(workdir: str, paths: dict, record: dict, started: float, render
   """fit.json and report.md (`render(record)`), last, with the analysis's own time in them."""
   import time
   record["time"]["analysis_s"] = time.perf_counter() - started
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], record)
-  paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], render(record))
-  return paths
+  return store.write_analysis(workdir, paths, record, render)
 
 
 def _ci(entry: dict, key: str) -> str:

@@ -75,14 +75,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       n_samples=500, sampler="ddim", sampling_steps=50, eta=0.0, batch_size=250, seed=1,
       features="digits", inception_weights="", kid_subsets=50, kid_subset_size=250))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
-                                          axis_names=("data", "fsdp", "model")))
-  c.loop = ml_collections.ConfigDict(dict(
-      log_every=25, eval_every=400, checkpoint_every=400, keep_checkpoints=2,
-      async_checkpoints=True, keep_steps=(), init_from=""))
-  c.tracking = ml_collections.ConfigDict(dict(
-      progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
-      peak_flops=0.0))
+  config_lib.run_groups(c, log_every=25, eval_every=400, checkpoint_every=400,
+                        keep_checkpoints=2)
   if preset in ("cpu", "sweep-smoke"):
     c.model.update(SWEEP_MODELS["digits"], groups=2, dropout=0.0)
     c.train.update(batch_size=64, steps=2000, lr=1e-3, warmup_steps=50)
@@ -624,11 +618,7 @@ def analyze(workdir: str) -> dict:
     if dataset in sweep.compare_datasets:
       entry["sampler_comparison"] = compare_samplers(workdir, record, runs, dataset, sweep)
   out["analysis_s"] = time.perf_counter() - started
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], out)
-  paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], format_report(out))
-  return paths
+  return store.write_analysis(workdir, paths, out, format_report)
 
 
 def fd_figure(points, out: dict):

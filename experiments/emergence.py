@@ -21,6 +21,7 @@ Presets:
   cpu    the study: results/emergence/cpu/, at most 45 minutes on 2 CPU cores.
 """
 
+import dataclasses
 import math
 import os
 
@@ -35,9 +36,9 @@ from research.data import text
 from research.errors import UserError, require
 from research.evals import lm as lm_evals
 from research.evals import scorer
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_text
 from research.models import ladder, transformer
-from research.train import loop, optim
+from research.train import loop
 
 PRESETS = ("smoke", "pilot", "cpu")
 
@@ -113,7 +114,7 @@ def validate(c) -> None:
             "the unscramble family needs a folder or file of text to take its words from")
   if s is None:
     return
-  require(0 < s.n_min <= s.n_max, "sweep.n_min", s.n_min, f"must be in (0, sweep.n_max]")
+  require(0 < s.n_min <= s.n_max, "sweep.n_min", s.n_min, "must be in (0, sweep.n_max]")
   require(isinstance(s.sizes, int) and s.sizes >= 1, "sweep.sizes", s.sizes,
           "must be a positive integer")
   require(len(s.seeds) >= 1, "sweep.seeds", s.seeds, "needs at least one seed")
@@ -183,7 +184,6 @@ def bigbench_task(c, digits: int) -> task_data.Task:
 
 
 def _renamed(task, name, examples):
-  import dataclasses
   return dataclasses.replace(task, name=name, examples=tuple(examples))
 
 
@@ -229,7 +229,6 @@ def recipe(c) -> loop.Recipe:
     task_data.check_encodable(task, tokenizer)
   evaluators = [lm_evals.loss_evaluator(apply_fn, data.val_batches(c.data.val_batches, B, L), 1.0),
                 scorer.evaluator(mcfg, tasks, tokenizer, edit_distance=c.tasks.edit_distance)]
-  import dataclasses
   facts = dict(base.facts, data=data.describe(), tasks=[t.name for t in tasks],
                eval_examples={t.name: len(t.examples) for t in tasks})
   return dataclasses.replace(
@@ -442,11 +441,7 @@ def _pooled_reliability(cal):
 def _write(workdir, paths, record, started) -> dict:
   import time
   record["analysis_s"] = time.perf_counter() - started
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], record)
-  paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], format_report(record))
-  return paths
+  return store.write_analysis(workdir, paths, record, format_report)
 
 
 def _n(value) -> str:

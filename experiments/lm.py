@@ -51,14 +51,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
       batch_size=16, seq_len=128, tokens=1_228_800, lr=3e-3, schedule="cosine",
       warmup_steps=50, final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.1,
       grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8, microbatches=1))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
-                                          axis_names=("data", "fsdp", "model")))
-  c.loop = ml_collections.ConfigDict(dict(
-      log_every=10, eval_every=200, checkpoint_every=100, keep_checkpoints=3,
-      async_checkpoints=True, keep_steps=(), init_from=""))
-  c.tracking = ml_collections.ConfigDict(dict(
-      progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
-      peak_flops=0.0))
+  config_lib.run_groups(c, log_every=10, eval_every=200, checkpoint_every=100,
+                        keep_checkpoints=3)
   if preset == "cpu":
     c.model.update(d_model=256, n_layers=4, n_heads=4, d_ff=1024, context=256)
     c.data.source = "text:../shared/data/text"

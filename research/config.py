@@ -129,3 +129,18 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 def run_id(cfg: ml_collections.ConfigDict) -> str:
   """A short stable id of the resolved config."""
   return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_groups(c: ml_collections.ConfigDict, *, log_every: int, eval_every: int,
+               checkpoint_every: int, keep_checkpoints: int) -> None:
+  """Adds the groups every study's config has, whatever it trains: `mesh` (data-parallel over
+  every device), `loop` (logging, evaluation and checkpoint intervals; branches) and `tracking`
+  (progress bar, wandb, FLOP convention, peak)."""
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
+                                          axis_names=("data", "fsdp", "model")))
+  c.loop = ml_collections.ConfigDict(dict(
+      log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every,
+      keep_checkpoints=keep_checkpoints, async_checkpoints=True, keep_steps=(), init_from=""))
+  c.tracking = ml_collections.ConfigDict(dict(
+      progress=True, wandb_project="", wandb_mode="offline", flop_convention="full",
+      peak_flops=0.0))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from research.errors import UserError
-from research.fileio import atomic_write_json
+from research.fileio import atomic_write_json, atomic_write_text
 
 CONFIG, SUMMARY, STATUS = "config.json", "summary.json", "status.json"
 LOG, LOCK = "log.txt", ".lock"
@@ -281,3 +281,13 @@ def table(workdir: str, metrics: dict | None = None) -> pd.DataFrame:
 
 def _cell(value):
   return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def write_analysis(workdir: str, paths: dict, record: dict, render) -> dict:
+  """A study's fit.json (`record`) and report.md (`render(record)`), written last; adds them to
+  `paths` ({name: path} of what the analysis wrote) and returns it."""
+  paths["fit.json"] = os.path.join(workdir, "fit.json")
+  atomic_write_json(paths["fit.json"], record)
+  paths["report.md"] = os.path.join(workdir, "report.md")
+  atomic_write_text(paths["report.md"], render(record))
+  return paths

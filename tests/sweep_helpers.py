@@ -47,3 +47,13 @@ def fingerprint(folder) -> dict:
         digest = hashlib.sha1(f.read()).hexdigest()
       out[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns, digest)
   return out
+
+
+def swept(tmp_path_factory, spec: str, name: str):
+  """The folder of `python -m launch sweep --config SPEC`, run to the end in a fresh folder with
+  its own compilation cache (the body of a module-scoped fixture)."""
+  workdir = tmp_path_factory.mktemp(name) / "sweep"
+  cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp(f"{name}-jax-cache"))}
+  code, out = run("sweep", *sweep_args(spec, workdir), extra_env=cache)
+  assert code == 0, out
+  return workdir

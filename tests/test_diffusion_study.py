@@ -138,11 +138,7 @@ def test_frontier_and_its_power_law():
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
   import sweep_helpers as sh
-  workdir = tmp_path_factory.mktemp("diffusion") / "sweep"
-  cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache"))}
-  code, out = sh.run("sweep", *sh.sweep_args(f"{STUDY}:sweep-smoke", workdir), extra_env=cache)
-  assert code == 0, out
-  return workdir
+  return sh.swept(tmp_path_factory, f"{STUDY}:sweep-smoke", "diffusion")
 
 
 def test_sweep_analysis_writes_the_issues_tables_and_figures(smoke_sweep):

@@ -23,11 +23,7 @@ STUDY = os.path.join(REPO, "experiments", "emergence.py")
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("emergence") / "smoke"
-  cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache"))}
-  code, out = sh.run("sweep", *sh.sweep_args(f"{STUDY}:smoke", workdir), extra_env=cache)
-  assert code == 0, out
-  return workdir
+  return sh.swept(tmp_path_factory, f"{STUDY}:smoke", "emergence")
 
 
 def test_smoke_sweep_scores_every_task_at_every_evaluation(smoke):

@@ -1,17 +1,14 @@
 """The U-Net's analytic parameter and FLOP counts against its parameter tree and XLA's count."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from research.diffusion import ddpm
 from research.errors import ConfigError
 from research.models import unet
-from research.train.step import init_state, train_step
 
 TINY = unet.UNetConfig(image_size=8, channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
                        attn_resolutions=(4,), dropout=0.1, groups=4)
@@ -53,21 +50,7 @@ def test_train_step_flops_within_10_percent_of_xla():
   # XLA's count of this train step at ch 8, 13% at ch 16 and fall as 1 / ch (the smoke preset
   # has ch 32).
   cfg = unet.UNetConfig(**{**TINY.__dict__, "ch": 32, "groups": 8})
-  B = 4
-  sched = ddpm.make_schedule("linear", 100)
-  optimizer = ddpm.with_ema(optax.adam(1e-3), 0.99)
-
-  def loss(params, batch, rng):
-    eps_fn = lambda x, t, r: unet.apply(cfg, params, x, t, train=True, rng=r)  # noqa: E731
-    return ddpm.simple_loss(eps_fn, sched, batch["images"], rng)
-
-  state = jax.eval_shape(lambda: init_state(lambda r: unet.init_params(cfg, r), optimizer, 0))
-  batch = {"images": jax.ShapeDtypeStruct((B, 8, 8, 1), jnp.float32)}
-  step = jax.jit(functools.partial(train_step, loss_fn=loss, optimizer=optimizer))
-  cost = step.lower(state, batch).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  xla = float(cost["flops"])
-  ours = unet.train_flops_per_image(cfg) * B
+  ours, xla = ddpm.train_step_flops(cfg, images=4)
   print(f"analytic {ours:.4g} vs XLA {xla:.4g}: ratio {ours / xla:.3f}")
   assert abs(ours - xla) / xla < 0.10, (ours, xla)
 

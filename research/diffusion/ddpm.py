@@ -232,3 +232,26 @@ def to_images(x_BxHxWxC) -> np.ndarray:
 def from_images(images_BxHxWxC) -> np.ndarray:
   """Images in [0, 1] -> the model's range [-1, 1]."""
   return np.asarray(images_BxHxWxC, np.float32) * 2.0 - 1.0
+
+
+def train_step_flops(cfg, images: int = 4) -> tuple[float, float]:
+  """(our analytic count, XLA's cost analysis) of the FLOPs of one jitted train step of the
+  U-Net `cfg` (research.models.unet) on `images` images: L_simple, Adam with the EMA. The check
+  of the U-Net's FLOP count (tests/test_unet.py, benchmarks/unet_flops.py)."""
+  import functools
+  from research.models import unet
+  from research.train.step import init_state, train_step
+  schedule = make_schedule("linear", 1000)
+  optimizer = with_ema(optax.adam(1e-3), 0.99)
+
+  def loss(params, batch, rng):
+    eps_fn = lambda x, t, r: unet.apply(cfg, params, x, t, train=True, rng=r)  # noqa: E731
+    return simple_loss(eps_fn, schedule, batch["images"], rng)
+
+  state = jax.eval_shape(lambda: init_state(lambda r: unet.init_params(cfg, r), optimizer, 0))
+  shape = (images, cfg.image_size, cfg.image_size, cfg.channels)
+  batch = {"images": jax.ShapeDtypeStruct(shape, jnp.float32)}
+  step = jax.jit(functools.partial(train_step, loss_fn=loss, optimizer=optimizer))
+  cost = step.lower(state, batch).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(unet.train_flops_per_image(cfg) * images), float(cost["flops"])
