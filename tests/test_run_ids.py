@@ -1,0 +1,53 @@
+"""Run ids are a hash of the resolved config, so a refactor that moves code must not move them:
+every preset's id, and every run id of every sweep preset's plan, pinned in
+tests/data/run_ids.json (written on main at 577b2ad, before the house was rebuilt).
+
+    python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
+                                     # after a change of config that is meant to move them)
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PINNED = os.path.join(HERE, "data", "run_ids.json")
+STUDIES = ("lm", "chinchilla", "kaplan", "lr_transfer", "emergence", "diffusion")
+
+
+def current_ids() -> dict:
+  """{"study:preset": {"id": run id of the preset, "plan": [run ids of its plan]}}."""
+  from research import config as config_lib
+  from research import study as study_lib
+  out = {}
+  for name in STUDIES:
+    spec = os.path.join(REPO, "experiments", f"{name}.py")
+    module = config_lib.load_module(spec)
+    for preset in module.PRESETS:
+      cfg, _ = config_lib.load(f"{spec}:{preset}")
+      entry = {"id": config_lib.run_id(cfg)}
+      if study_lib.is_sweep(cfg):
+        module.validate(cfg)
+        entry["plan"] = [config_lib.run_id(run) for run in module.plan(cfg)]
+      out[f"{name}:{preset}"] = entry
+  return out
+
+
+def test_every_presets_run_ids_are_pinned():
+  with open(PINNED) as f:
+    pinned = json.load(f)
+  now = current_ids()
+  assert sorted(now) == sorted(pinned)
+  for key, entry in pinned.items():
+    assert now[key]["id"] == entry["id"], key
+    assert now[key].get("plan") == entry.get("plan"), key
+  assert sum(len(e.get("plan", ())) for e in pinned.values()) > 100
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, REPO)
+  json.dump(current_ids(), sys.stdout, indent=1)
+  print()
