@@ -39,16 +39,16 @@ import numpy as np  # noqa: E402
 from research import accounting  # noqa: E402
 from research import config as config_lib  # noqa: E402
 from research.train import loop  # noqa: E402
+from research.train import run as run_lib  # noqa: E402
 
 
 def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dict:
   """One contender: its config and recipe, compiled step (timed), state and batch."""
   cfg, study = config_lib.load(spec, overrides + [f"train.microbatches={microbatches}",
                                                   f"model.remat={remat}"])
-  study.validate(cfg)
-  loop.validate(cfg, cfg.train.batch_size, jax.device_count())
-  recipe = study.recipe(cfg)
-  s = loop.setup(recipe, cfg)
+  recipe, spec = run_lib.prepare(cfg, study)
+  spec.check_devices(recipe.batch_size, jax.device_count())
+  s = loop.setup(recipe, spec)
   with jax.set_mesh(s.mesh):
     state = jax.jit(s.make_state, out_shardings=s.state_sharding)()
     batch = loop.put_batch(recipe.train_batch(0), s.batch_sharding)
@@ -70,7 +70,7 @@ def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dic
 
   _, metrics = run(1)  # the first execution allocates; not timed
   return dict(cfg=cfg, recipe=recipe, run=run, compile_s=compile_s, mesh_size=s.mesh.size,
-              tokens=float(metrics.get("tokens", recipe.batch_size)), loss=float(metrics["loss"]),
+              tokens=float(metrics.get("units", recipe.batch_size)), loss=float(metrics["loss"]),
               estimate=s.memory.total if s.memory else float("nan"), xla_bytes=xla_bytes,
               attention=recipe.facts.get("attention", "?"))
 
@@ -130,7 +130,7 @@ def main():
       times[name].append(c["run"](args.steps)[0] / args.steps)
   peak = statistics.median(peaks)
   stats = device.memory_stats() or {}
-  flops_token = recipe.flops_per_token
+  flops_token = recipe.flops_per_unit
   print(f"\n{recipe.facts.get('params_total', 0):,} parameters, {tokens:,.0f} tokens per step, "
         f"{flops_token:,.0f} training FLOPs per token ('{base.tracking.flop_convention}')")
   print(f"peak: {peak / 1e9:,.0f} GFLOP/s, {peak_source}")

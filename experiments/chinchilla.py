@@ -24,56 +24,41 @@ Approach 3's E against it).
 """
 
 import math
-import os
 
 import ml_collections
 import numpy as np
 
-from experiments import lm
+from experiments import common, scaling_family
 from research import config as config_lib
 from research import store
 from research.errors import UserError, require
-from research.fileio import atomic_write_text
 from research.models import ladder, transformer
-from research.train import branch
+from research.recipes import lm as lm_recipe
+from research.scaling import ladder_points
+from research.scaling.ladder_points import CONVENTIONS
 
 PRESETS = ("smoke", "cpu", "gpu", "synthetic")
-recipe = lm.recipe
+recipe = lm_recipe.recipe
+size = lm_recipe.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  c = lm.scaling_family(lm.get_config("smoke"))
-  c.model.parametrization = "mup"
-  c.train.lr = 0.031  # the LR-transfer pilot's (results/PREREGISTRATION-scaling.md)
-  c.tracking.flop_convention = "full"
+  c = scaling_family.get_config(preset)
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(1e11, 10 ** 11.5, 1e12, 10 ** 12.5), sizes=7, spacing=10 ** 0.25, prior_c=1e12,
-      prior_n=4.7e4, prior_a=0.5, aspect=16.0, head_size=4, ff_ratio=4, base_width=24,
-      branches=True,
+      prior_n=4.7e4, prior_a=0.5, **scaling_family.LADDERS[preset], branches=True,
       extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100))
   if preset == "smoke":
-    c.model.context = 64
-    c.train.update(batch_size=8, seq_len=64, warmup_steps=10)
-    c.data.val_batches = 4
     c.sweep.update(budgets=(2e9, 8e9, 3.2e10), sizes=3, spacing=2.0, prior_c=8e9, prior_n=1.2e4,
-                   head_size=8, base_width=16, bootstrap=20)
-  elif preset in ("cpu", "synthetic"):
-    c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
+                   bootstrap=20)
   elif preset == "gpu":
-    c.model.update(context=1024, dtype="bfloat16")
-    c.data.update(source="tfds:local_text", val_batches=32)  # docs/data.md: prepare your corpus
-    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500,  # tune lr: lr_transfer.py
-                   tokens=256 * 1024 * 4000)
-    c.loop.update(log_every=50, checkpoint_every=1000)
     c.sweep.update(budgets=(1e17, 4e17, 1.6e18, 6.4e18), sizes=7, spacing=2 ** 0.5,
-                   prior_c=1e18, prior_n=5e7, aspect=64.0, head_size=64, base_width=256)
-  c.model.mup_base_d_model = c.sweep.base_width
-  c.model.mup_base_d_head = c.sweep.head_size
+                   prior_c=1e18, prior_n=5e7)
   return c
 
 
 def validate(c) -> None:
-  s = lm.checked_sweep(c)
+  s = common.checked_sweep(c, lm_recipe.validate)
   if s is None:
     return
   require(len(s.budgets) >= 2 and all(b > 0 for b in s.budgets)
@@ -131,103 +116,26 @@ def grid(c) -> list[dict]:
 
 def plan(c) -> list[ml_collections.ConfigDict]:
   """Per size on the grid, a constant-rate parent (its checkpoints kept at the branch steps)
-  and the size's IsoFLOP points as WSD branches of it (research.train.branch.family); parents
+  and the size's IsoFLOP points as WSD branches of it (experiments/scaling_family.py); parents
   come first. Without sweep.branches, one WSD run per point."""
   points = grid(c)
-  base = config_lib.to_dict(c)
-  del base["sweep"]
-  per_step = c.train.batch_size * c.train.seq_len
-  parents, runs = [], []
-  for shape in sorted({p["shape"] for p in points}, key=lambda r: r.n_nonemb):
-    sized = config_lib.from_dict(base)
-    with sized.unlocked():
-      sized.model.update(**shape.model_fields())
-    steps = [p["steps"] for p in points if p["shape"] == shape]
-    if c.sweep.branches:
-      parent, branches = branch.family(sized, steps)
-      parents.append(parent)
-      runs += branches
-    else:
-      for n in steps:
-        run = config_lib.from_dict(config_lib.to_dict(sized))
-        with run.unlocked():
-          run.train.tokens = n * per_step
-        runs.append(run)
-  return parents + runs
+  shapes = sorted({p["shape"] for p in points}, key=lambda r: r.n_nonemb)
+  steps = [(shape, [p["steps"] for p in points if p["shape"] == shape]) for shape in shapes]
+  if c.sweep.branches:
+    return scaling_family.ladder_runs(c, steps)
 
+  def point(shape, n):
+    def apply(run):
+      run.model.update(**shape.model_fields())
+      lm_recipe.set_steps(run, n)
+    return apply
 
-def size(c) -> dict:
-  """lm.size, plus C_start: the FLOPs a branch's parent trained before the branch step."""
-  out = lm.size(c)
-  step = c.loop.init_from.rpartition("@")[2]
-  if step:
-    out["C_start"] = out["C"] * int(step) / out["steps"]
-  return out
+  return common.expand(c, [point(shape, n) for shape, ns in steps for n in ns])
 
 
 # Analysis.
 
-CONVENTIONS = {  # name: (N column, how C is counted)
-    "N total, C = 6ND": ("N", "6ND"),
-    "N non-embedding, C = 6ND": ("N_nonemb", "6ND"),
-    "N total, C full count": ("N", "full"),
-    "N non-embedding, C full count": ("N_nonemb", "full"),
-}
 HEADLINE = "N total, C = 6ND"
-
-
-def step_speed(run_dir: str) -> tuple:
-  """(tokens/s, MFU): medians over the train steps this run logged itself (not those a branch
-  copied from its parent, nor the first, which includes compiling)."""
-  import json
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None, None
-  own, start = [], 0
-  with open(path) as f:
-    for line in f:
-      try:
-        r = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if r.get("event") == "branch":
-        start = r.get("from_step", 0)
-      elif r.get("kind") == "train" and r.get("step", -1) > start and "tokens_per_s" in r:
-        own.append(r)
-  own = [r for r in own if r["step"] >= start][1:] or own
-  if not own:
-    return None, None
-  return (float(np.median([r["tokens_per_s"] for r in own])),
-          float(np.median([r.get("mfu", np.nan) for r in own])))
-
-
-def points_table(workdir: str):
-  """(runs.csv's table of every planned run with its role and shape, the finished IsoFLOP
-  points with their budget id: runs whose C, counted in full, lie within 0.05 dex)."""
-  from research.scaling import table
-  df = store.table(workdir)
-  roles = {}
-  for r in store.read_sweep(workdir)["runs"]:
-    t = r["config"]["train"]
-    roles[r["run"]] = "parent" if t["schedule"] == "constant" else "point"
-  df["role"] = [roles[run] for run in df.run]
-  speed = [step_speed(store.run_dir(workdir, run)) for run in df.run]
-  df["tokens_per_s"], df["mfu"] = [s[0] for s in speed], [s[1] for s in speed]
-  times = [store.summary(store.run_dir(workdir, run)) or {} for run in df.run]
-  df["compile_s"], df["eval_s"] = ([t.get(k) for t in times] for k in ("compile_s", "eval_s"))
-  points = df[(df.role == "point") & (df.status == "finished")].copy().reset_index(drop=True)
-  points["budget"] = table.budgets(points.C.to_numpy(float)) if len(points) else []
-  return df, points
-
-
-def _runs(points, n_column: str, count: str):
-  from research.scaling import table
-  frame = points.assign(C_used=points.C if count == "full"
-                        else 6.0 * points[n_column] * points.D)
-  k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
-  return table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss", run="run",
-                               flops_per_param_token=k,
-                               n_convention="total" if n_column == "N" else "non-embedding")
 
 
 def _options(flops, budget_ids, bootstrap: int) -> dict:
@@ -269,22 +177,6 @@ def _summary(report: dict) -> dict:
   return out
 
 
-def time_split(df) -> dict:
-  """Seconds the finished runs spent compiling, evaluating (its first compile included) and
-  training (the rest of their wall time), summed over runs (workers run side by side)."""
-  done = df[df.status == "finished"]
-  compile_s, eval_s = float(done.compile_s.fillna(0).sum()), float(done.eval_s.fillna(0).sum())
-  return dict(runs=int(len(done)), run_s=float(done.wall_s.sum()), compile_s=compile_s,
-              eval_s=eval_s, train_s=float(done.wall_s.sum()) - compile_s - eval_s)
-
-
-def format_time(split: dict, analysis_s: float) -> str:
-  return (f"Time (summed over the {split['runs']} runs; workers train side by side): "
-          f"{split['run_s']:.0f} s of runs = {split['compile_s']:.0f} s compiling + "
-          f"{split['eval_s']:.0f} s evaluating + {split['train_s']:.0f} s training; the analysis "
-          f"took {analysis_s:.0f} s.")
-
-
 def analyze(workdir: str, flops=None) -> dict:
   """runs.csv; Approaches 1-3 under every convention (fit.json, report.md); the headline
   convention's figures. `flops`: the budgets of the allocation table (default sweep.flops;
@@ -293,19 +185,18 @@ def analyze(workdir: str, flops=None) -> dict:
   from research.scaling import plots
   from research.scaling import report as report_lib
   started = time.perf_counter()
-  record = store.read_sweep(workdir)
-  s = config_lib.preset(get_config, record).sweep
+  s = config_lib.preset(get_config, store.read_sweep(workdir)).sweep
   allocation_flops = tuple(flops) if flops else tuple(s.flops)
-  df, points = points_table(workdir)
-  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
-  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  df, points = ladder_points.points_table(workdir)
+  out = common.Outputs(workdir)
+  out.runs_csv(df)
   if points.empty or points.budget.nunique() < 2:
     print(f"analysis: {len(points)} finished IsoFLOP point(s); a fit needs two budgets or more")
-    return paths
+    return out.paths
   budget_ids = points.budget.to_numpy()
   fits, headline_runs = {}, None
   for name, (n_column, count) in CONVENTIONS.items():
-    runs = _runs(points, n_column, count)
+    runs = ladder_points.runs_under(points, n_column, count)
     options = _options(allocation_flops, budget_ids,
                        s.bootstrap if name == HEADLINE else s.bootstrap // 2)
     report = report_lib.analyse(runs, options)
@@ -330,21 +221,15 @@ def analyze(workdir: str, flops=None) -> dict:
       study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
       L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
       budgets=sorted({float(f"{c:.3g}") for c in points.groupby("budget").C.median()}),
-      points=int(len(points)), planned_runs=int(len(df)), edges=edges, time=time_split(df),
+      points=int(len(points)), planned_runs=int(len(df)), edges=edges,
+      time=ladder_points.time_split(df),
       entropy_rate_nats=entropy[0] if entropy else None,
       summary={name: _summary(r) for name, r in fits.items()},
       heldout_optimum={name: r["heldout_optimum"] for name, r in fits.items()},
       fits=fits)
-  for path in plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids):
-    paths[os.path.basename(path)] = path
-  return write_record(workdir, paths, record_out, started, format_report)
-
-
-def write_record(workdir: str, paths: dict, record: dict, started: float, render) -> dict:
-  """fit.json and report.md (`render(record)`), last, with the analysis's own time in them."""
-  import time
-  record["time"]["analysis_s"] = time.perf_counter() - started
-  return store.write_analysis(workdir, paths, record, render)
+  out.saved(plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids))
+  record_out["time"]["analysis_s"] = time.perf_counter() - started
+  return out.fit(record_out, format_report)
 
 
 def _ci(entry: dict, key: str) -> str:
@@ -397,7 +282,7 @@ def format_report(record: dict) -> str:
                  "at the "
                  f"edge of its grid; add sizes there with --extend --config.sweep.{edge['add']}=1")
   if "time" in record:
-    lines += ["", format_time(record["time"], record["time"].get("analysis_s", 0.0))]
+    lines += ["", ladder_points.format_time(record["time"], record["time"].get("analysis_s", 0.0))]
   if record.get("entropy_rate_nats"):
     e = record["summary"][record["headline"]]["approach3"]["E"]
     lines += ["", f"Known truth: fitted E = {e:.4f} nats/token, entropy rate of the data "

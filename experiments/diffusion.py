@@ -33,22 +33,21 @@ batches. The evaluators draw eval.n_samples samples with the same seed at every 
 successive checkpoints are compared on common noise.
 """
 
-import functools
-import math
 import os
+import time
 
 import ml_collections
-import numpy as np
 
+from experiments import common
 from research import config as config_lib
 from research import store
+from research.diffusion import frontier, samples
 from research.errors import UserError, require
-from research.fileio import atomic_write_json, atomic_write_text
-from research.train import loop, optim
+from research.fileio import atomic_write_json
+from research.recipes import ddpm as ddpm_recipe
 
 PRESETS = ("smoke", "cpu", "sweep-smoke", "gpu-cifar10")
-DATASETS = ("digits", "mnist", "cifar10")
-FAMILY = "unet"
+DATASETS, FAMILY = ddpm_recipe.DATASETS, ddpm_recipe.FAMILY
 MNIST_DIR = os.path.join("..", "shared", "data", "images", "mnist")
 # The model of each data set in the cpu sweep (the width, model.ch, is the swept axis).
 SWEEP_MODELS = {
@@ -111,14 +110,6 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   return c
 
 
-def model_config(c):
-  from research.models import unet
-  fields = {k: v for k, v in c.model.to_dict().items() if k != "family"}
-  fields["ch_mult"] = tuple(fields["ch_mult"])
-  fields["attn_resolutions"] = tuple(fields["attn_resolutions"])
-  return unet.UNetConfig(**fields)
-
-
 def _pairs(value, field: str) -> dict:
   """((data set, value), ...) -> {data set: value}."""
   try:
@@ -128,58 +119,15 @@ def _pairs(value, field: str) -> dict:
         from None
 
 
-def _is_family(c) -> bool:
-  return "model" in c and c.model.get("family") == FAMILY
+model_config = ddpm_recipe.model_config
+recipe = ddpm_recipe.recipe
+size = ddpm_recipe.size
 
 
 def validate(c) -> None:
-  """Every check that needs no data and no compilation."""
+  """The family's checks (research/recipes/ddpm.py), and the sweep group's."""
   from research.diffusion import ddpm
-  from research.models import unet
-  require(_is_family(c), "model.family", c.model.get("family") if "model" in c else None,
-          f"this study trains the {FAMILY!r} family")
-  unet.validate(model_config(c))
-  require(c.data.source in DATASETS, "data.source", c.data.source,
-          f"allowed: {', '.join(DATASETS)}")
-  native = {"digits": 8, "cifar10": 32}.get(c.data.source)
-  if native is not None:
-    require(c.model.image_size == native, "model.image_size", c.model.image_size,
-            f"data.source {c.data.source!r} has {native}x{native} images")
-  else:
-    require(c.model.image_size <= 28, "model.image_size", c.model.image_size,
-            "MNIST is 28x28; a smaller size downsamples it")
-  want = 3 if c.data.source == "cifar10" else 1
-  require(c.model.channels == want, "model.channels", c.model.channels,
-          f"data.source {c.data.source!r} has {want} channel(s)")
-  ddpm.betas(c.diffusion.schedule, c.diffusion.steps)
-  e = c.eval
-  require(e.sampler in ddpm.SAMPLERS, "eval.sampler", e.sampler,
-          f"allowed: {', '.join(ddpm.SAMPLERS)}")
-  require(isinstance(e.sampling_steps, int) and 1 <= e.sampling_steps <= c.diffusion.steps,
-          "eval.sampling_steps", e.sampling_steps,
-          f"must be between 1 and diffusion.steps = {c.diffusion.steps}")
-  require(0.0 <= e.eta <= 1.0, "eval.eta", e.eta, "must be in [0, 1]")
-  require(isinstance(e.n_samples, int) and e.n_samples >= 2, "eval.n_samples", e.n_samples,
-          "must be at least 2 (a covariance needs two samples)")
-  require(isinstance(e.batch_size, int) and e.batch_size >= 1, "eval.batch_size", e.batch_size,
-          "must be a positive integer")
-  require(e.features in ("digits", "inception"), "eval.features", e.features,
-          "allowed: digits (FD_digits), inception (FID)")
-  require(e.features != "digits" or c.data.source != "cifar10", "eval.features", e.features,
-          "the digits classifier's features mean nothing for CIFAR-10: use inception")
-  t = c.train
-  require(isinstance(t.steps, int) and t.steps >= 1, "train.steps", t.steps,
-          "must be a positive integer")
-  require(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size", t.batch_size,
-          "must be a positive integer")
-  require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay,
-          "must be in [0, 1) (0: no EMA, evaluate the trained weights)")
-  require(c.tracking.flop_convention in unet.FLOP_CONVENTIONS, "tracking.flop_convention",
-          c.tracking.flop_convention, f"a U-Net's FLOPs are counted under "
-          f"{', '.join(unet.FLOP_CONVENTIONS)} only")
-  require(c.mesh.model == 1, "mesh.model", c.mesh.model,
-          "the U-Net has no tensor-parallel rules: use data / fsdp parallelism")
-  optim.validate(t, t.steps)
+  ddpm_recipe.validate(c)
   if "sweep" in c:
     s = c.sweep
     widths = _pairs(s.widths, "sweep.widths")
@@ -201,312 +149,26 @@ def validate(c) -> None:
                        "sweep.compare_sampler")
 
 
-# Data.
-
-def load_images(c) -> tuple[np.ndarray, np.ndarray]:
-  """(training images, reference images for FD / KID), float32 (N, H, W, C) in [0, 1].
-
-  digits: all 1797 images both ways (there is no held-out split worth the name); MNIST: the
-  60,000 training images and the 10,000 test images, resized to model.image_size (antialiased);
-  cifar10: the TFDS train and test splits."""
-  from research.data import images as image_data
-  source = c.data.source
-  if source == "digits":
-    x, _ = image_data.load_sklearn_digits()
-    x = x[..., None]
-    return x, x
-  if source == "mnist":
-    out = []
-    for split in ("train", "test"):
-      raw, _ = image_data.load_mnist(c.data.mnist_dir, split)
-      out.append(_resize(raw.astype(np.float32)[..., None] / 255.0, c.model.image_size))
-    return out[0], out[1]
-  return _load_tfds_cifar10(c.data.tfds_data_dir or None)
-
-
-def _resize(x, size: int) -> np.ndarray:
-  if x.shape[1] == size:
-    return x
-  import jax
-  out = [np.asarray(jax.image.resize(x[i:i + 4096], (len(x[i:i + 4096]), size, size, x.shape[-1]),
-                                     "linear", antialias=True)) for i in range(0, len(x), 4096)]
-  return np.clip(np.concatenate(out), 0.0, 1.0).astype(np.float32)
-
-
-def _load_tfds_cifar10(data_dir):
-  try:
-    import tensorflow_datasets as tfds
-  except ImportError as e:
-    raise UserError("data.source 'cifar10' needs tensorflow_datasets (pip install "
-                    "tensorflow-datasets)") from e
-  out = []
-  for split in ("train", "test"):
-    try:
-      source = tfds.data_source("cifar10", split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # noqa: BLE001  (not prepared, or another format)
-      raise UserError(f"data.source 'cifar10': TFDS cifar10 is not prepared in "
-                      f"{data_dir or 'the default TFDS folder'} ({type(e).__name__}: "
-                      f"{str(e)[:200]}); prepare it with file_format='array_record' "
-                      "(docs/data.md)") from e
-    out.append(np.stack([source[i]["image"] for i in range(len(source))]).astype(np.float32)
-               / 255.0)
-  return out[0], out[1]
-
-
-def batch_source(images: np.ndarray, batch_size: int, seed: int, flip: bool):
-  """step -> {"images": (B, H, W, C) in [-1, 1]}: epoch e is a permutation seeded by (seed, e)."""
-  n = len(images)
-
-  @functools.lru_cache(maxsize=4)
-  def perm(epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-  def train_batch(step: int) -> dict:
-    pos = step * batch_size + np.arange(batch_size)
-    idx = np.array([perm(int(e))[i] for e, i in zip(pos // n, pos % n)])
-    x = images[idx]
-    if flip:
-      mirror = np.random.default_rng([seed, 1 << 30, step]).random(batch_size) < 0.5
-      x = np.where(mirror[:, None, None, None], x[:, :, ::-1], x)
-    return {"images": x * 2.0 - 1.0}
-
-  return train_batch
-
-
-# Evaluation.
-
-def extractor(c):
-  """(feature function, FD's name, KID's name)."""
-  from research.diffusion import compare
-  if c.eval.features == "digits":
-    from research.models import digits
-    fn = digits.DigitsFeatures()
-  else:
-    from research.models import inception
-    if not c.eval.inception_weights:
-      raise UserError("config field 'eval.inception_weights' = '': FID needs pytorch-fid's "
-                      f"{inception.WEIGHTS_FILE} or its .npz export (nothing is downloaded)")
-    fn = inception.InceptionFeatures(inception.load_variables(c.eval.inception_weights))
-  fd_name, kid_name = compare.metric_names(c.eval.features)
-  return fn, fd_name, kid_name
-
-
-def features_of(fn, images, batch_size: int) -> np.ndarray:
-  return np.concatenate([fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-
-
-def sampler_for(c, sampler: str, steps: int, batch: int, eta: float | None = None):
-  """A jitted (params, key) -> images (batch, H, W, C) in [-1, 1]."""
-  from research.diffusion import ddpm
-  from research.models import unet
-  mcfg = model_config(c)
-  sched = ddpm.make_schedule(c.diffusion.schedule, c.diffusion.steps)
-  eps_fn = lambda params, x, t: unet.apply(mcfg, params, x, t)  # noqa: E731
-  shape = (batch, mcfg.image_size, mcfg.image_size, mcfg.channels)
-  return ddpm.make_sampler(eps_fn, sched, shape, sampler, steps,
-                           c.eval.eta if eta is None else eta)
-
-
-def draw(sample_fn, params, n: int, batch: int, seed: int) -> np.ndarray:
-  """n images in [0, 1]: batch i from fold_in(key(seed), i)."""
-  import jax
-  from research.diffusion import ddpm
-  out = []
-  for i in range(math.ceil(n / batch)):
-    out.append(ddpm.to_images(sample_fn(params, jax.random.fold_in(jax.random.key(seed), i))))
-  return np.concatenate(out)[:n]
-
-
-class SampleQuality:
-  """An evaluator: params -> {"fd", "kid", "kid_std"} of eval.n_samples samples against the
-  reference images; also the real-vs-real floor at the same sample count (`floor`)."""
-
-  def __init__(self, c, reference: np.ndarray, train_images: np.ndarray):
-    from research.diffusion import fid
-    self.c = c
-    self.fn, self.fd_name, self.kid_name = extractor(c)
-    e = c.eval
-    self.batch = min(e.batch_size, e.n_samples)
-    ref_feats = features_of(self.fn, reference, 500)
-    self.ref_stats = fid.stats_of(ref_feats, c.eval.features)
-    keep = np.random.default_rng(0).permutation(len(ref_feats))[:max(e.kid_subset_size, 2000)]
-    self.ref_kid = ref_feats[keep]
-    # The floor: n real training images (a fixed draw) against the same reference.
-    pick = np.random.default_rng(1).permutation(len(train_images))[:e.n_samples]
-    self.floor = self.scores(features_of(self.fn, train_images[pick], 500))
-    self.sample = sampler_for(c, e.sampler, e.sampling_steps, self.batch)
-
-  def scores(self, feats) -> dict:
-    from research.diffusion import fid
-    e = self.c.eval
-    kid_mean, kid_std = fid.kid(self.ref_kid, feats, e.kid_subsets, e.kid_subset_size, seed=0)
-    return {"fd": fid.fd(self.ref_stats, fid.stats_of(feats)), "kid": kid_mean,
-            "kid_std": kid_std}
-
-  def __call__(self, params) -> dict:
-    e = self.c.eval
-    images = draw(self.sample, params, e.n_samples, self.batch, e.seed)
-    return self.scores(features_of(self.fn, images, 500))
-
-
-def report(fd_name: str, kid_name: str) -> loop.Report:
-  return loop.Report(
-      metrics=(("final_fd", f"{fd_name:<10}", "(EMA weights; see eval_* for the sampler)"),
-               ("final_kid", f"{kid_name:<10}", ""),
-               ("fd_floor", "real floor", f"{fd_name} of real images, same sample count")),
-      curves=("fd",), levels=(), unit="images",
-      loss_label="L_simple (epsilon MSE per pixel)", curves_label=fd_name)
-
-
-def recipe(c) -> loop.Recipe:
-  from research.diffusion import ddpm
-  from research.models import unet
-  mcfg = model_config(c)
-  sched = ddpm.make_schedule(c.diffusion.schedule, c.diffusion.steps)
-  train_images, reference = load_images(c)
-  quality = SampleQuality(c, reference, train_images)
-  t = c.train
-  base = optim.optimizer(t)
-  opt = ddpm.with_ema(base, t.ema_decay) if t.ema_decay > 0 else base
-
-  def loss(params, batch, rng):
-    eps_fn = lambda x, ts, r: unet.apply(mcfg, params, x, ts, train=True, rng=r)  # noqa: E731
-    return ddpm.simple_loss(eps_fn, sched, batch["images"], rng)
-
-  flops = unet.train_flops_per_image(mcfg, c.tracking.flop_convention)
-  counts = unet.param_counts(mcfg)
-  facts = {
-      "model_family": FAMILY,
-      "params_total": counts.total, "params_embedding": 0,
-      "params_non_embedding": counts.total,
-      "flop_convention": c.tracking.flop_convention,
-      "flops_per_token": {c.tracking.flop_convention: flops},
-      "flops_per_image": flops,
-      "images_budget": t.steps * t.batch_size,
-      "epochs": t.steps * t.batch_size / len(train_images),
-      "data": {"source": c.data.source, "unique_train_tokens": len(train_images),
-               "image_size": mcfg.image_size, "reference_images": len(reference)},
-      "eval_sampler": c.eval.sampler, "eval_sampling_steps": c.eval.sampling_steps,
-      "eval_eta": c.eval.eta, "eval_n_samples": c.eval.n_samples, "eval_seed": c.eval.seed,
-      "eval_features": c.eval.features, "fd_name": quality.fd_name,
-      "kid_name": quality.kid_name, "eval_weights": "ema" if t.ema_decay > 0 else "trained",
-      "fd_floor": quality.floor["fd"], "kid_floor": quality.floor["kid"],
-  }
-  return loop.Recipe(
-      init=lambda rng: unet.init_params(mcfg, rng),
-      loss=loss,
-      train_batch=batch_source(train_images, t.batch_size, c.seed, c.data.flip),
-      num_steps=t.steps, batch_size=t.batch_size, optimizer=opt,
-      lr_schedule=optim.schedule(t, t.steps),
-      flops_per_token=flops, compute_dtype=mcfg.dtype,
-      evaluators=[quality], facts=facts,
-      report=report(quality.fd_name, quality.kid_name),
-      activation_bytes=lambda rows, model_parallel: unet.activation_bytes(mcfg, rows),
-      eval_params=(lambda state: ddpm.ema_params(state.opt_state)) if t.ema_decay > 0 else None)
-
-
-# Checkpoints, for `launch sample` and the analysis.
-
-def config_of_run(run_dir: str) -> ml_collections.ConfigDict:
-  """The run's config from its config.json; a UserError unless it is a U-Net run."""
-  record = store.read_json(os.path.join(run_dir, store.CONFIG))
-  if record is None:
-    raise UserError(f"--workdir {run_dir!r} holds no run (no {store.CONFIG})")
-  model = record.get("config", {}).get("model", {})
-  if model.get("family") != FAMILY:
-    kind = model.get("family") or ("a transformer" if "d_model" in model else "unknown")
-    raise UserError(f"--workdir {run_dir!r}: its checkpoint is of model family {kind!r}, not "
-                    f"{FAMILY!r} (the diffusion study's U-Net); launch sample draws only from "
-                    "diffusion runs")
-  return config_lib.from_dict(record["config"])
-
-
-def restore_params(run_dir: str, c, step: int | None = None):
-  """(the EMA parameters, or the trained ones without EMA; the checkpoint's step) of a run."""
-  import jax
-  from research import checkpoint
-  from research.diffusion import ddpm
-  from research.models import unet
-  from research.train.step import init_state
-  mcfg = model_config(c)
-  t = c.train
-  base = optim.optimizer(t)
-  opt = ddpm.with_ema(base, t.ema_decay) if t.ema_decay > 0 else base
-  abstract = jax.eval_shape(lambda: init_state(lambda r: unet.init_params(mcfg, r), opt, c.seed))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = checkpoint.abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
-  folder = os.path.join(run_dir, "checkpoints")
-  if not os.path.isdir(folder):
-    raise UserError(f"--workdir {run_dir!r} has no checkpoints yet")
-  ckpt = checkpoint.Checkpointer(folder, read_only=True)
-  try:
-    restored = ckpt.restore(target, step=step)
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise UserError(f"--workdir {run_dir!r} has no readable checkpoint")
-  state, _, at = restored
-  return (ddpm.ema_params(state.opt_state) if t.ema_decay > 0 else state.params), at
-
-
-def grid_image(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-  """(N, H, W, C) in [0, 1] -> one uint8 (rows x H + pad, columns x W + pad, 3) mosaic."""
-  n, h, w, ch = images.shape
-  columns = columns or math.ceil(math.sqrt(n))
-  rows = math.ceil(n / columns)
-  pad = 1
-  out = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), np.float32)
-  for i, x in enumerate(images):
-    r, col = divmod(i, columns)
-    out[pad + r * (h + pad):pad + r * (h + pad) + h,
-        pad + col * (w + pad):pad + col * (w + pad) + w] = x if ch == 3 else x[..., :1]
-  return (out * 255).round().astype(np.uint8)
-
-
-def save_png(path: str, array: np.ndarray, scale: int = 1) -> None:
-  import io
-  from PIL import Image
-  from research.fileio import atomic_write_bytes
-  image = Image.fromarray(array)
-  if scale > 1:
-    image = image.resize((array.shape[1] * scale, array.shape[0] * scale), Image.NEAREST)
-  buffer = io.BytesIO()
-  image.save(buffer, format="PNG")
-  atomic_write_bytes(path, buffer.getvalue())
-
-
 # Sweeps.
-
-def size(c) -> dict:
-  from research.models import unet
-  mcfg = model_config(c)
-  n = unet.param_counts(mcfg).total
-  d = c.train.steps * c.train.batch_size
-  return dict(N=n, N_nonemb=n, D=d, C=float(d) * unet.train_flops_per_image(mcfg),
-              flop_convention=c.tracking.flop_convention, steps=c.train.steps)
-
 
 def plan(c) -> list[ml_collections.ConfigDict]:
   """Per data set (in order), each of its widths in sweep.widths: model.ch = width, the data set's
   model shape (SWEEP_MODELS), its step count, sweep.evals evaluations evenly over the run."""
   s = c.sweep
-  base = config_lib.to_dict(c)
-  del base["sweep"]
   steps, widths = _pairs(s.steps, "sweep.steps"), _pairs(s.widths, "sweep.widths")
-  runs = []
-  for dataset in s.datasets:
-    for width in widths[dataset]:
-      run = config_lib.from_dict(base)
-      with run.unlocked():
-        run.data.source = dataset
-        if dataset in SWEEP_MODELS:
-          run.model.update(SWEEP_MODELS[dataset])
-        run.model.ch = width
-        run.train.steps = steps[dataset]
-        every = max(1, steps[dataset] // s.evals)
-        run.loop.update(eval_every=every, checkpoint_every=every)
-      runs.append(run)
-  return runs
+
+  def change(dataset: str, width: int):
+    def apply(run):
+      run.data.source = dataset
+      if dataset in SWEEP_MODELS:
+        run.model.update(SWEEP_MODELS[dataset])
+      run.model.ch = width
+      run.train.steps = steps[dataset]
+      every = max(1, steps[dataset] // s.evals)
+      run.loop.update(eval_every=every, checkpoint_every=every)
+    return apply
+
+  return common.expand(c, [change(d, w) for d in s.datasets for w in widths[d]])
 
 
 # Analysis.
@@ -547,124 +209,44 @@ def eval_rows(workdir: str):
   return runs, pd.DataFrame(rows)
 
 
-def frontier(points) -> np.ndarray:
-  """Indices of the compute frontier: points (sorted by C) whose FD is below every point of
-  smaller or equal C."""
-  order = np.argsort(points.C.to_numpy(), kind="stable")
-  best, keep = np.inf, []
-  for i in order:
-    if points.fd.iloc[i] < best:
-      best = points.fd.iloc[i]
-      keep.append(i)
-  return np.array(keep, int)
-
-
-def fit_frontier(points, floor: float, n_boot: int) -> dict:
-  """FD - floor = A C^-a on the frontier (research.scaling.fit's power law, Huber in log
-  space), with a bootstrap interval over the frontier points."""
-  from research.scaling import fit
-  x = points.C.to_numpy(float)
-  y = points.fd.to_numpy(float) - floor
-  ok = y > 0
-  if ok.sum() < 3:
-    return dict(skipped=f"{int(ok.sum())} frontier point(s) above the floor; a fit needs 3")
-  law = fit.fit_law("power", {"X": x[ok] / 1e12}, y[ok], keep=16, maxiter=500)
-  boot = fit.bootstrap_law(law, {"X": x[ok] / 1e12}, y[ok], n_boot=n_boot, seed=0)
-  p = law.params
-  return dict(law="FD - floor = A (C / 1e12)^-a", a=p["alpha"], A=p.get("A", p.get("a")),
-              a_interval=boot["intervals"].get("alpha"), n_points=int(ok.sum()),
-              bootstrap=n_boot, converged=law.converged, floor=floor)
-
-
 def analyze(workdir: str) -> dict:
   """runs.csv (one row per evaluated checkpoint), fit.json (per data set: the frontier, its
   power-law fit with a bootstrap interval, the real-vs-real floor, FD at the largest compute by
   width, the DDIM-vs-DDPM comparison), fd_vs_compute.png / .pdf and samples_<dataset>_w<width>.png
   grids; report.md."""
-  import time
   started = time.perf_counter()
   record = store.read_sweep(workdir)
   sweep = config_lib.preset(get_config, record).sweep
   runs, points = eval_rows(workdir)
-  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
-  atomic_write_text(paths["runs.csv"], points.to_csv(index=False))
+  files = common.Outputs(workdir)
+  files.runs_csv(points)
   out = dict(study="DDPM sample quality against training compute (Ho et al. 2020)",
              planned_runs=int(len(runs)), finished=int((runs.status == "finished").sum()),
              datasets={})
   for dataset, group in points.groupby("dataset", sort=False):
     group = group.reset_index(drop=True)
     floor = float(group.fd_floor.iloc[0])
-    front = group.iloc[frontier(group)]
+    front = group.iloc[frontier.frontier(group)]
     last = group.sort_values("step").groupby("width").tail(1).sort_values("width")
     entry = dict(fd_name=group.fd_name.iloc[0], n_samples=int(group.n_samples.iloc[0]),
                  sampler=group.sampler.iloc[0], sampling_steps=int(group.sampling_steps.iloc[0]),
                  seed=int(group.seed.iloc[0]), floor=floor,
                  frontier=dict(C=front.C.tolist(), fd=front.fd.tolist(),
                                width=front.width.tolist()),
-                 fit=fit_frontier(front, floor, sweep.bootstrap),
+                 fit=frontier.fit_frontier(front, floor, sweep.bootstrap),
                  final=dict(width=last.width.tolist(), N=last.N.tolist(), fd=last.fd.tolist(),
                             kid=last.kid.tolist(), C=last.C.tolist()),
                  fd_falls_with_compute={int(w): bool(g.sort_values("step").fd.iloc[-1]
                                                      < g.sort_values("step").fd.iloc[0])
                                         for w, g in group.groupby("width")})
     out["datasets"][dataset] = entry
-  figure = fd_figure(points, out)
-  if figure is not None:
-    from research.scaling import plots
-    for path in plots.save(figure, os.path.join(workdir, "fd_vs_compute")):
-      paths[os.path.basename(path)] = path
-  paths.update(sample_grids(workdir, record, runs, sweep.grid))
+  files.figure(frontier.fd_figure(points, out), "fd_vs_compute")
+  files.saved(sample_grids(workdir, record, runs, sweep.grid))
   for dataset, entry in out["datasets"].items():
     if dataset in sweep.compare_datasets:
       entry["sampler_comparison"] = compare_samplers(workdir, record, runs, dataset, sweep)
   out["analysis_s"] = time.perf_counter() - started
-  return store.write_analysis(workdir, paths, out, format_report)
-
-
-def fd_figure(points, out: dict):
-  """FD and KID against training FLOPs, one curve per width, per data set; the frontier, its
-  fit and the real-vs-real floor."""
-  if points.empty:
-    return None
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  datasets = list(out["datasets"])
-  fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 8), squeeze=False)
-  for j, dataset in enumerate(datasets):
-    entry, group = out["datasets"][dataset], points[points.dataset == dataset]
-    widths = sorted(group.width.unique())
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(widths)))
-    for row, metric in enumerate(("fd", "kid")):
-      ax = axes[row, j]
-      for colour, w in zip(colours, widths):
-        g = group[group.width == w].sort_values("C")
-        ax.plot(g.C, g[metric], "o-", color=colour, ms=3, lw=1,
-                label=f"width {w} (N = {int(g.N.iloc[0]):,})")
-      name = entry["fd_name"] if metric == "fd" else entry["fd_name"].replace("FD", "KID")
-      if metric == "fd":
-        ax.axhline(entry["floor"], color="grey", ls=":", label="real vs real (floor)")
-        f = entry["fit"]
-        front = entry["frontier"]
-        ax.plot(front["C"], front["fd"], "k*", ms=8, label="compute frontier")
-        if "a" in f:
-          c = np.geomspace(min(front["C"]), max(front["C"]), 50)
-          ax.plot(c, f["floor"] + f["A"] * (c / 1e12) ** -f["a"], "k--", lw=1,
-                  label=f"fit: a = {f['a']:.2f} {_interval(f.get('a_interval'))}")
-      ax.set_xscale("log")
-      ax.set_yscale("log")
-      ax.set_xlabel("training compute C (FLOPs, convention 'full')")
-      ax.set_ylabel(f"{name} ({entry['n_samples']} samples, {entry['sampler']} "
-                    f"{entry['sampling_steps']} steps)")
-      ax.set_title(f"{dataset}", fontsize=10)
-      ax.grid(alpha=0.3, which="both")
-      ax.legend(fontsize=6)
-  fig.tight_layout()
-  return fig
-
-
-def _interval(iv) -> str:
-  return f"[{iv[0]:.2f}, {iv[1]:.2f}]" if iv else ""
+  return files.fit(out, format_report)
 
 
 def _finished_runs(record, runs, dataset: str | None = None):
@@ -674,18 +256,23 @@ def _finished_runs(record, runs, dataset: str | None = None):
           if dataset is None or configs[r]["data"]["source"] == dataset]
 
 
-def sample_grids(workdir: str, record, runs, n: int) -> dict:
+def _restore(workdir: str, run: str):
+  """(the run's folder, its EMA parameters, their step)."""
+  folder = ddpm_recipe.read_run(store.run_dir(workdir, run), "the diffusion study's analysis")
+  return (folder, *ddpm_recipe.restore_params(folder))
+
+
+def sample_grids(workdir: str, record, runs, n: int) -> list[str]:
   """samples_<dataset>_w<width>.png: n DDIM-50 samples (seed 0) from each finished run's EMA."""
-  paths = {}
-  for run, cfg_dict in _finished_runs(record, runs):
-    c = config_lib.from_dict(cfg_dict)
-    params, _ = restore_params(store.run_dir(workdir, run), c)
+  paths = []
+  for run, _ in _finished_runs(record, runs):
+    folder, params, _ = _restore(workdir, run)
+    c = folder.config
     steps = min(50, c.diffusion.steps)
-    images = draw(sampler_for(c, "ddim", steps, n), params, n, n, 0)
-    name = f"samples_{c.data.source}_w{c.model.ch}.png"
-    save_png(os.path.join(workdir, name), grid_image(images), scale=4 if c.model.image_size <= 16
-             else 2)
-    paths[name] = os.path.join(workdir, name)
+    images = samples.draw(ddpm_recipe.sampler_for(c, "ddim", steps, n), params, n, n, 0)
+    paths.append(os.path.join(workdir, f"samples_{c.data.source}_w{c.model.ch}.png"))
+    samples.save_png(paths[-1], samples.grid_image(images),
+                     scale=4 if c.model.image_size <= 16 else 2)
   return paths
 
 
@@ -696,34 +283,33 @@ def compare_samplers(workdir: str, record, runs, dataset: str, s) -> dict:
   done = _finished_runs(record, runs, dataset)
   if not done or s.compare_samples < 2:
     return dict(skipped="no finished run")
-  run, cfg_dict = max(done, key=lambda rc: rc[1]["model"]["ch"])
+  run, _ = max(done, key=lambda rc: rc[1]["model"]["ch"])
   folder = store.run_dir(workdir, run)
   cache = os.path.join(folder, "sampler_comparison.json")
   key = dict(sampler=s.compare_sampler, steps=s.compare_steps, n=s.compare_samples)
   cached = store.read_json(cache)
   if cached and cached.get("key") == key:
     return cached["result"]
-  c = config_lib.from_dict(cfg_dict)
-  params, step = restore_params(folder, c)
-  fn, fd_name, _ = extractor(c)
-  train_images, reference = load_images(c)
-  ref = fid.stats_of(features_of(fn, reference, 500))
+  run_folder, params, step = _restore(workdir, run)
+  c = run_folder.config
+  fn, fd_name, _ = ddpm_recipe.extractor(c)
+  _, reference = ddpm_recipe.load_images(c)
+  ref = fid.stats_of(ddpm_recipe.features_of(fn, reference, 500))
   result = dict(run=run, width=c.model.ch, step=step, n_samples=s.compare_samples,
                 fd_name=fd_name, seed=c.eval.seed)
   batch = min(c.eval.batch_size, s.compare_samples)
   for sampler, steps in ((c.eval.sampler, c.eval.sampling_steps),
                          (s.compare_sampler, s.compare_steps)):
-    started = __import__("time").perf_counter()
-    images = draw(sampler_for(c, sampler, steps, batch), params, s.compare_samples, batch,
-                  c.eval.seed)
+    started = time.perf_counter()
+    images = samples.draw(ddpm_recipe.sampler_for(c, sampler, steps, batch), params,
+                          s.compare_samples, batch, c.eval.seed)
     result[f"{sampler}_{steps}"] = dict(
-        fd=fid.fd(ref, fid.stats_of(features_of(fn, images, 500))),
-        seconds=__import__("time").perf_counter() - started)
+        fd=fid.fd(ref, fid.stats_of(ddpm_recipe.features_of(fn, images, 500))),
+        seconds=time.perf_counter() - started)
   a, b = (result[f"{c.eval.sampler}_{c.eval.sampling_steps}"]["fd"],
           result[f"{s.compare_sampler}_{s.compare_steps}"]["fd"])
   result["ratio"] = a / b if b else None
   atomic_write_json(cache, dict(key=key, result=result))
-  del train_images
   return result
 
 
@@ -746,7 +332,7 @@ def format_report(out: dict) -> str:
               f"at that count {e['floor']:.3f}.", ""]
     if "a" in f:
       lines.append(f"Frontier fit {f['law']}: a = {f['a']:.3f} "
-                   f"{_interval(f.get('a_interval'))} (95% bootstrap, {f['bootstrap']} "
+                   f"{frontier.interval(f.get('a_interval'))} (95% bootstrap, {f['bootstrap']} "
                    f"resamples of {f['n_points']} frontier points).")
     else:
       lines.append(f"Frontier fit skipped: {f.get('skipped')}")

@@ -4,8 +4,8 @@ ladder of our own language models.
     python -m launch sweep --config experiments/emergence.py:cpu --workdir runs/emergence
 
 Every model of the ladder (research/models/ladder.py) is trained on the same mixture of text and
-generated task lines (research/data/tasks.py: k-digit addition in plain and reversed digit order
-and in BIG-bench's question form, 2-digit multiplication, word unscrambling, a multiple-choice
+generated task lines (research/data/task_families.py: k-digit addition in plain and reversed digit
+order and in BIG-bench's question form, 2-digit multiplication, word unscrambling, a multiple-choice
 addition task, multitask sparse parity), with several seeds per size, and every task's held-out
 problems are scored at several checkpoints of every run (research/evals/scorer.py): exact match,
 per-token accuracy, log P(target), token edit distance and Brier score; multiple-choice grade and
@@ -26,19 +26,16 @@ import math
 import os
 
 import ml_collections
-import numpy as np
 
-from experiments import lm
-from research import config as config_lib
-from research import store, tracking
-from research.data import tasks as task_data
-from research.data import text
+from experiments import common, lm
+from research import store
+from research.data import bigbench, task_families, task_mixture, text
 from research.errors import UserError, require
-from research.evals import lm as lm_evals
 from research.evals import scorer
-from research.fileio import atomic_write_text
-from research.models import ladder, transformer
-from research.train import loop
+from research.models import ladder
+from research.recipes import lm as lm_recipe
+from research.scaling import emergence as ability
+from research.train.recipe import Recipe
 
 PRESETS = ("smoke", "pilot", "cpu")
 
@@ -95,14 +92,14 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  s = lm.checked_sweep(c)
+  s = common.checked_sweep(c, lm_recipe.validate)
   t = c.tasks
   require(len(t.families) >= 1 and len(t.families) == len(t.weights), "tasks.weights", t.weights,
           f"one positive weight per family of tasks.families ({len(t.families)})")
   require(all(w > 0 for w in t.weights), "tasks.weights", t.weights, "must all be positive")
-  unknown = [f for f in t.families if f not in task_data.FAMILIES]
+  unknown = [f for f in t.families if f not in task_families.FAMILIES]
   require(not unknown, "tasks.families", t.families,
-          f"unknown {unknown}; allowed: {', '.join(task_data.FAMILIES)}")
+          f"unknown {unknown}; allowed: {', '.join(task_families.FAMILIES)}")
   require(0 <= t.text_fraction < 1, "tasks.text_fraction", t.text_fraction, "must be in [0, 1)")
   require(0 < t.heldout_fraction < 1, "tasks.heldout_fraction", t.heldout_fraction,
           "must be in (0, 1)")
@@ -134,29 +131,28 @@ def plan(c) -> list[ml_collections.ConfigDict]:
   sweep.learned_n_max x sweep.learned_seeds with learned positions; largest sizes first, so that
   the longest runs do not finish last."""
   s = c.sweep
-  base = config_lib.to_dict(c)
-  del base["sweep"]
-  runs = []
+
+  def change(positions: str, seed: int, rung: ladder.Rung):
+    def apply(run):
+      run.model.update(positions=positions, **rung.model_fields())
+      run.seed = seed
+    return apply
+
+  changes = []
   for positions in s.positions:
     seeds = s.seeds if positions == "rotary" else s.learned_seeds
     sizes = [r for r in rungs(c) if positions == "rotary" or r.n_nonemb <= s.learned_n_max]
-    for seed in seeds:
-      for r in reversed(sizes):
-        run = config_lib.from_dict(base)
-        with run.unlocked():
-          run.model.update(positions=positions, **r.model_fields())
-          run.seed = seed
-        runs.append(run)
+    changes += [change(positions, seed, r) for seed in seeds for r in reversed(sizes)]
+  runs = common.expand(c, changes)
   return sorted(runs, key=lambda r: -r.model.d_model * r.model.n_layers)  # stable: seeds in order
 
 
-def size(c) -> dict:
-  return lm.size(c)
+size = lm_recipe.size
 
 
 # One run.
 
-def families(c) -> list[task_data.Family]:
+def families(c) -> list[task_families.Family]:
   """The task families of c.tasks, with the study's hold-out; BIG-bench's own addition problems
   (tasks.bigbench) are excluded from the question-form training as well, so that no example of
   its files is ever a training line."""
@@ -165,32 +161,30 @@ def families(c) -> list[task_data.Family]:
   for name in t.families:
     params = {}
     if name == "unscramble":
-      params["words"] = task_data.lexicon(t.lexicon, size=t.lexicon_size)
+      params["words"] = task_families.lexicon(t.lexicon, size=t.lexicon_size)
     elif name == "parity":
       params.update(n_tasks=t.parity_tasks, n_bits=t.parity_bits, k=t.parity_k,
                     alpha=t.parity_alpha)
     exclude = set()
     if name.endswith("_qa") and t.bigbench:
-      exclude = task_data.bigbench_keys(bigbench_task(c, int(name[3])))
-    out.append(task_data.family(name, holdout_seed=t.split_seed,
-                                holdout_fraction=t.heldout_fraction, exclude=exclude, **params))
+      exclude = bigbench.bigbench_keys(bigbench_task(c, int(name[3])))
+    out.append(task_families.family(name, holdout_seed=t.split_seed,
+                                    holdout_fraction=t.heldout_fraction, exclude=exclude,
+                                    **params))
   return out
 
 
-def bigbench_task(c, digits: int) -> task_data.Task:
+def bigbench_task(c, digits: int) -> bigbench.Task:
   """BIG-bench's k-digit addition file (the first tasks.bigbench_examples examples)."""
-  task = task_data.load(os.path.join(c.tasks.bigbench, f"{digits}_digit_addition", "task.json"))
-  return _renamed(task, f"bb_add{digits}", task.examples[:c.tasks.bigbench_examples])
+  task = bigbench.load(os.path.join(c.tasks.bigbench, f"{digits}_digit_addition", "task.json"))
+  return dataclasses.replace(task, name=f"bb_add{digits}",
+                             examples=tuple(task.examples[:c.tasks.bigbench_examples]))
 
 
-def _renamed(task, name, examples):
-  return dataclasses.replace(task, name=name, examples=tuple(examples))
-
-
-def eval_tasks(c, fams: list[task_data.Family]) -> list[task_data.Task]:
+def eval_tasks(c, fams: list[task_families.Family]) -> list[bigbench.Task]:
   """Held-out examples of every family, then BIG-bench's addition files for the digit counts whose
   question form is trained."""
-  tasks = [task_data.eval_task(f, c.tasks.eval_examples) for f in fams]
+  tasks = [task_families.eval_task(f, c.tasks.eval_examples) for f in fams]
   if c.tasks.bigbench:
     for name in c.tasks.families:
       if name.endswith("_qa"):
@@ -199,9 +193,10 @@ def eval_tasks(c, fams: list[task_data.Family]) -> list[task_data.Task]:
 
 
 def load_data(c, fams) -> text.TextData:
-  base = lm.load_data(c)
-  mixture = task_data.TaskMixture(families=tuple(fams), weights=tuple(c.tasks.weights),
-                                  text=base.source, text_fraction=c.tasks.text_fraction)
+  """The training mixture: the config's text (research.recipes.lm.load_data) and task lines."""
+  base = lm_recipe.load_data(c)
+  mixture = task_mixture.TaskMixture(families=tuple(fams), weights=tuple(c.tasks.weights),
+                                     text=base.source, text_fraction=c.tasks.text_fraction)
   info = dict(text=base.describe(), text_fraction=c.tasks.text_fraction,
               families=list(c.tasks.families), weights=list(c.tasks.weights))
   return text.TextData(spec=f"tasks+{base.spec}", vocab_size=base.vocab_size,
@@ -209,239 +204,107 @@ def load_data(c, fams) -> text.TextData:
                        seed=c.seed, source=mixture, info=info)
 
 
-REPORT = loop.Report(
+REPORT = dataclasses.replace(
+    lm_recipe.REPORT,
     metrics=(("final_val_loss", "text val loss", "nats/token"),
              ("final_add3/exact_match", "add3 exact match", ""),
              ("final_add3/token_accuracy", "add3 per-token accuracy", "")),
-    curves=("val_loss", "add3/exact_match"), unit="tokens", loss_label="loss (nats / token)")
+    curves=("val_loss", "add3/exact_match"), levels=())
 
 
-def recipe(c) -> loop.Recipe:
-  base = lm.recipe(c)  # the model, optimizer, FLOPs and facts of one language-model run
+def recipe(c) -> Recipe:
+  """A language-model run (research.recipes.lm) on the task mixture, with the tasks' scorer
+  beside its held-out loss."""
   fams = families(c)
-  data = load_data(c, fams)
-  mcfg = lm.model_config(c)
-  B, L = c.train.batch_size, c.train.seq_len
-  apply_fn = lambda params, tokens: transformer.apply(mcfg, params, tokens)  # noqa: E731
+  base = lm_recipe.recipe(c, load_data(c, fams))
   tasks = eval_tasks(c, fams)
   tokenizer = text.ByteTokenizer()
   for task in tasks:
-    task_data.check_encodable(task, tokenizer)
-  evaluators = [lm_evals.loss_evaluator(apply_fn, data.val_batches(c.data.val_batches, B, L), 1.0),
-                scorer.evaluator(mcfg, tasks, tokenizer, edit_distance=c.tasks.edit_distance)]
-  facts = dict(base.facts, data=data.describe(), tasks=[t.name for t in tasks],
+    bigbench.check_encodable(task, tokenizer)
+  scores = scorer.evaluator(lm_recipe.model_config(c), tasks, tokenizer,
+                            edit_distance=c.tasks.edit_distance)
+  facts = dict(base.facts, tasks=[t.name for t in tasks],
                eval_examples={t.name: len(t.examples) for t in tasks})
-  return dataclasses.replace(
-      base, train_batch=lambda step: data.train_batch(step, B, L, token_budget=c.train.tokens),
-      evaluators=evaluators, facts=facts, report=REPORT)
+  return dataclasses.replace(base, evaluators=[*base.evaluators, scores], facts=facts,
+                             report=REPORT)
 
 
 # Analysis.
 
-MAIN_METRICS = ("exact_match", "token_accuracy", "target_logprob", "edit_distance", "brier", "ece",
-                "multiple_choice_grade", "exact_match_lo", "exact_match_hi", "answer_tokens",
-                "chance")
-CONTINUOUS = ("token_accuracy", "target_logprob", "edit_distance", "brier")
 FORECAST_TOLERANCE = 0.3  # decades of N (the issue's acceptance)
-
-
-def chance(task: str) -> float:
-  """Exact match of a guess: 0.5 for sparse parity's one-bit answer (a constant guess is right
-  half the time), 0 for the other generated answers."""
-  return 0.5 if task.startswith("parity") else 0.0
-
-
-def metrics_table(workdir: str):
-  """(metrics, calibration): one row per finished run, evaluated step, task and metric (columns
-  run, N (non-embedding), C, step, task, metric, value, and D, seed, positions, N_total); the
-  reliability bins of multiple-choice tasks separately (run, N, step, task, bin, confidence,
-  accuracy, count)."""
-  import pandas as pd
-  runs = store.table(workdir)
-  rows, calib = [], []
-  for r in runs[runs.status == "finished"].to_dict("records"):
-    folder = store.run_dir(workdir, r["run"])
-    s = store.summary(folder)
-    config = store.read_json(os.path.join(folder, store.CONFIG)) or {}
-    cfg = config.get("config", config)
-    per_step = s["tokens"] / s["steps"]
-    per_token = s["flops"] / s["tokens"]
-    common = dict(run=r["run"], N=s["params_non_embedding"], N_total=s["params_total"],
-                  seed=cfg.get("seed"), positions=cfg.get("model", {}).get("positions"))
-    for rec in tracking.read_metrics(os.path.join(folder, "metrics.jsonl"), kind="eval"):
-      D = rec["step"] * per_step
-      at = dict(common, step=rec["step"], D=D, C=D * per_token)
-      if "val_loss" in rec:
-        rows.append(dict(at, task="text", metric="val_loss", value=rec["val_loss"]))
-      for key, value in rec.items():
-        task, _, metric = key.partition("/")
-        if not metric:
-          continue
-        if metric.startswith("reliability_"):
-          kind, _, b = metric[len("reliability_"):].rpartition("_")
-          calib.append(dict(at, task=task, bin=int(b), kind=kind,
-                            value=np.nan if value is None else float(value)))
-        elif metric in MAIN_METRICS:
-          rows.append(dict(at, task=task, metric=metric, value=value))
-  df = pd.DataFrame(rows)
-  cal = pd.DataFrame(calib)
-  if len(cal):
-    cal = cal.pivot_table(index=["run", "N", "seed", "positions", "step", "task", "bin"],
-                          columns="kind", values="value").reset_index()
-  return df, cal
-
-
-def crossings(df, tasks, positions: str) -> list[dict]:
-  """Per task: the N and C where the seed-mean exact match crosses 50% (last checkpoints), and
-  the two forecasts from the sizes below it."""
-  from research.scaling import emergence as ability
-  out = []
-  for task in tasks:
-    em = ability.curve(df[df.positions == positions], task, "exact_match")
-    if em.empty or chance(task) >= 0.5:  # a 50% crossing of a coin flip says nothing
-      continue
-    acc = ability.curve(df[df.positions == positions], task, "token_accuracy")
-    cs = ability.curve(df[df.positions == positions], task, "exact_match", by="C")
-    tokens = ability.curve(df[df.positions == positions], task, "answer_tokens")["mean"].mean()
-    n50 = ability.crossing(em.N, em["mean"])
-    c50 = ability.crossing(cs.C, cs["mean"])
-    entry = dict(task=task, positions=positions, n50_observed=n50, c50_observed=c50,
-                 answer_tokens=float(tokens), sizes=len(em), exact_match_max=float(em["mean"].max()))
-    f = ability.forecast(em.N, em["mean"], acc["mean"], tokens, n50)
-    for method in ("per_token", "exact_match"):
-      err = ability.decades(f[method], n50)
-      observed = n50 is not None and not math.isnan(n50)
-      entry[method] = dict(n50_forecast=f[method], decades=err,  # miss: None when not observed
-                           miss=(err is None or abs(err) > FORECAST_TOLERANCE) if observed
-                           else None)
-    entry["models_used"] = f["models_used"]
-    out.append(entry)
-  return out
-
-
-def smoothness(df, tasks, positions: str = "rotary") -> list[dict]:
-  """Per task and metric: breakthroughness and linearity (BIG-bench) of the seed-mean curve in
-  log N, and whether it is monotone."""
-  from research.evals import metrics
-  from research.scaling import emergence as ability
-  out = []
-  for task in tasks:
-    for metric in ("exact_match",) + CONTINUOUS:
-      c = ability.curve(df[df.positions == positions], task, metric)
-      if len(c) < 3:
-        continue
-      y = c["mean"].to_numpy() * (-1 if metric in ("edit_distance", "brier") else 1)
-      steps = np.diff(y)
-      out.append(dict(task=task, metric=metric,
-                      breakthroughness=metrics.breakthroughness(np.log(c.N), y),
-                      linearity=metrics.linearity(np.log(c.N), y),
-                      monotone=bool(np.all(steps >= -1e-9)),
-                      improving_steps=f"{int(np.sum(steps > 0))}/{len(steps)}"))
-  return out
-
-
-def parity_weights(c_tasks: dict, tasks: list[str]) -> dict:
-  """{parity_tNN: training frequency} (subtask i drawn with probability ~ (i+1)^-(alpha+1))."""
-  alpha = c_tasks["parity_alpha"]
-  return {t: (int(t.rsplit("_t", 1)[1]) + 1) ** -(alpha + 1) for t in tasks
-          if t.startswith("parity_t")}
 
 
 def analyze(workdir: str) -> dict:
   """metrics.csv, calibration.csv, forecast.csv, fit.json, report.md and the figures."""
   import time
-  from research.scaling import ability_plots, plots
-  from research.scaling import emergence as ability
+
+  import pandas as pd
   started = time.perf_counter()
   runs = store.table(workdir)
-  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
-  atomic_write_text(paths["runs.csv"], runs.to_csv(index=False))
-  df, cal = metrics_table(workdir)
-  paths["metrics.csv"] = os.path.join(workdir, "metrics.csv")
-  atomic_write_text(paths["metrics.csv"], df.to_csv(index=False) if len(df) else "")
+  out = common.Outputs(workdir)
+  out.runs_csv(runs)
+  df, cal = ability.metrics_table(workdir)
+  out.csv("metrics.csv", df)
   if len(cal):
-    paths["calibration.csv"] = os.path.join(workdir, "calibration.csv")
-    atomic_write_text(paths["calibration.csv"], cal.to_csv(index=False))
+    out.csv("calibration.csv", cal)
   record = dict(finished=int((runs.status == "finished").sum()), planned=int(len(runs)))
-  if df.empty:
-    return _write(workdir, paths, record, started)
-  sweep = store.read_sweep(workdir)
-  c_tasks = sweep["runs"][0]["config"]["tasks"]
-  tasks = [t for t in df.task.unique() if t != "text" and "_t" not in t]
-  positions = [p for p in ("rotary", "learned") if p in set(df.positions)]
-  record["crossings"] = [x for p in positions for x in crossings(df, tasks, p)]
-  record["smoothness"] = smoothness(df, tasks, positions[0])
-  rows = []
-  for x in record["crossings"]:
-    if x["positions"] != positions[0]:
-      continue
-    for method in ("per_token", "exact_match"):
-      rows.append(dict(task=x["task"], n50_observed=x["n50_observed"],
-                       n50_forecast=x[method]["n50_forecast"], method=method,
-                       models_used=x["models_used"], decades=x[method]["decades"],
-                       miss=x[method]["miss"]))
-  import pandas as pd
-  paths["forecast.csv"] = os.path.join(workdir, "forecast.csv")
-  atomic_write_text(paths["forecast.csv"], pd.DataFrame(rows).to_csv(index=False))
-  weights = parity_weights(c_tasks, list(df.task.unique()))
-  if weights:
-    final = ability.final(df[(df.positions == positions[0]) & (df.metric == "target_logprob")])
-    mean_loss = ability.weighted_loss(final, weights)
-    law = ability.power_law(mean_loss.index, mean_loss.values)
-    sharp = {t: ability.sharpness(*zip(*(-final[final.task == t].groupby("N").value.mean())
-                                         .items())) for t in weights}
-    record["parity"] = dict(law=law, subtask_sharpness=sharp,
-                            mean_loss={str(k): v for k, v in mean_loss.items()})
-  # figures
-  out = workdir
-  generated = [t for t in tasks if not t.startswith("bb_")]
-  levels = {t: chance(t) for t in tasks}
+  if not df.empty:
+    tasks = [t for t in df.task.unique() if t != "text" and "_t" not in t]
+    positions = [p for p in ("rotary", "learned") if p in set(df.positions)]
+    record["crossings"] = [x for p in positions
+                           for x in ability.crossings(df, tasks, p, FORECAST_TOLERANCE)]
+    record["smoothness"] = ability.smoothness(df, tasks, positions[0])
+    out.csv("forecast.csv", pd.DataFrame(_forecast_rows(record["crossings"], positions[0])))
+    c_tasks = store.read_sweep(workdir)["runs"][0]["config"]["tasks"]
+    weights = ability.parity_weights(c_tasks, list(df.task.unique()))
+    if weights:
+      record["parity"] = _parity(df, weights, positions[0])
+    _figures(out, df, cal, tasks, positions[0], record, weights)
+    record["tasks"] = tasks
+  record["analysis_s"] = time.perf_counter() - started
+  return out.fit(record, format_report)
+
+
+def _forecast_rows(crossings: list[dict], positions: str) -> list[dict]:
+  return [dict(task=x["task"], n50_observed=x["n50_observed"],
+               n50_forecast=x[method]["n50_forecast"], method=method,
+               models_used=x["models_used"], decades=x[method]["decades"],
+               miss=x[method]["miss"])
+          for x in crossings if x["positions"] == positions
+          for method in ("per_token", "exact_match")]
+
+
+def _parity(df, weights: dict, positions: str) -> dict:
+  """Multitask sparse parity: the mean answer loss's power law in N, each subtask's sharpness."""
+  final = ability.final(df[(df.positions == positions) & (df.metric == "target_logprob")])
+  mean_loss = ability.weighted_loss(final, weights)
+  sharp = {t: ability.sharpness(*zip(*(-final[final.task == t].groupby("N").value.mean())
+                                       .items())) for t in weights}
+  return dict(law=ability.power_law(mean_loss.index, mean_loss.values), subtask_sharpness=sharp,
+              mean_loss={str(k): v for k, v in mean_loss.items()})
+
+
+def _figures(out, df, cal, tasks: list[str], positions: str, record: dict,
+             weights: dict) -> None:
+  from research.scaling import ability_plots
+  levels = {t: ability.chance(t) for t in tasks}
   for x, name in (("C", "exact_match_vs_c"), ("N", "exact_match_vs_n")):
-    for p in plots.save(ability_plots.exact_match_panels(df, tasks, x=x, chance=levels,
-                                                          positions=positions[0]),
-                        os.path.join(out, name)):
-      paths[os.path.basename(p)] = p
+    out.figure(ability_plots.exact_match_panels(df, tasks, x=x, chance=levels,
+                                                positions=positions), name)
   headline = [t for t in ("add1", "add2", "add3", "add4", "add5", "add3_reversed", "mul2",
                           "unscramble", "parity") if t in tasks]
-  for p in plots.save(ability_plots.metric_grid(df, headline, ["exact_match"] + list(CONTINUOUS),
-                                                positions[0]), os.path.join(out, "metrics_vs_n")):
-    paths[os.path.basename(p)] = p
+  out.figure(ability_plots.metric_grid(df, headline, ["exact_match"] + list(ability.CONTINUOUS),
+                                       positions), "metrics_vs_n")
   mc = [t for t in tasks if len(df[(df.task == t) & (df.metric == "ece")])]
   for task in mc[:1]:
-    pooled = _pooled_reliability(cal[(cal.task == task) & (cal.positions == positions[0])])
-    for p in plots.save(ability_plots.calibration(df, pooled, task, positions[0]),
-                        os.path.join(out, "calibration")):
-      paths[os.path.basename(p)] = p
+    pooled = ability.pooled_reliability(cal[(cal.task == task) & (cal.positions == positions)])
+    out.figure(ability_plots.calibration(df, pooled, task, positions), "calibration")
   if weights:
-    for p in plots.save(ability_plots.parity(df, weights, record["parity"]["law"], positions[0]),
-                        os.path.join(out, "parity")):
-      paths[os.path.basename(p)] = p
-  for p in plots.save(ability_plots.along_training(df, [t for t in generated if t.startswith(
-      "add") and "_" not in t][:5], positions[0]), os.path.join(out, "exact_match_vs_tokens")):
-    paths[os.path.basename(p)] = p
-  record["tasks"] = tasks
-  return _write(workdir, paths, record, started)
-
-
-def _pooled_reliability(cal):
-  """Reliability bins at each run's last step, pooled over seeds per N."""
-  if cal.empty:
-    return cal
-  last = cal.groupby("run").step.transform("max")
-  cal = cal[cal.step == last].copy()
-  cal["hits"] = cal.accuracy.fillna(0) * cal["count"]
-  cal["conf"] = cal.confidence.fillna(0) * cal["count"]
-  pooled = cal.groupby(["N", "bin"])[["hits", "conf", "count"]].sum().reset_index()
-  with np.errstate(invalid="ignore", divide="ignore"):
-    pooled["accuracy"] = pooled.hits / pooled["count"]
-    pooled["confidence"] = pooled.conf / pooled["count"]
-  return pooled
-
-
-def _write(workdir, paths, record, started) -> dict:
-  import time
-  record["analysis_s"] = time.perf_counter() - started
-  return store.write_analysis(workdir, paths, record, format_report)
+    out.figure(ability_plots.parity(df, weights, record["parity"]["law"], positions), "parity")
+  generated = [t for t in tasks if not t.startswith("bb_")]
+  out.figure(ability_plots.along_training(df, [t for t in generated if t.startswith("add")
+                                               and "_" not in t][:5], positions),
+             "exact_match_vs_tokens")
 
 
 def _n(value) -> str:

@@ -20,33 +20,30 @@ Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/da
 45 minutes on 2 cores), gpu (a real cluster on a TFDS corpus you prepare; --dry-run prints it).
 """
 
-import os
-
 import ml_collections
 import numpy as np
 
-from experiments import chinchilla, lm
+from experiments import common, scaling_family
 from research import config as config_lib
 from research import store
 from research.errors import UserError, require
-from research.fileio import atomic_write_text
 from research.models import ladder
+from research.recipes import lm as lm_recipe
+from research.scaling import ladder_points
+from research.scaling.ladder_points import CONVENTIONS
 from research.train import branch
 
 PRESETS = ("smoke", "cpu", "gpu")
-recipe = lm.recipe
-size = chinchilla.size
+recipe = lm_recipe.recipe
+size = lm_recipe.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  c = chinchilla.get_config({"smoke": "smoke", "cpu": "cpu", "gpu": "gpu"}[preset])
-  s = c.sweep
-  with c.unlocked():
-    del c.sweep
+  c = scaling_family.get_config(preset)
+  shape = {k: v for k, v in scaling_family.LADDERS[preset].items() if k != "base_width"}
   c.sweep = ml_collections.ConfigDict(dict(
-      n_min=5e3, n_max=1.6e5, sizes=6, aspect=s.aspect, head_size=s.head_size,
-      ff_ratio=s.ff_ratio, tokens_max=8_192_000, fractions=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1),
-      bootstrap=s.bootstrap))
+      n_min=5e3, n_max=1.6e5, sizes=6, **shape, tokens_max=8_192_000,
+      fractions=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1), bootstrap=100))
   if preset == "smoke":
     c.sweep.update(n_min=3e3, n_max=2.5e4, sizes=3, tokens_max=102_400,
                    fractions=(1 / 4, 1 / 2, 1), bootstrap=20)
@@ -56,7 +53,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  s = lm.checked_sweep(c)
+  s = common.checked_sweep(c, lm_recipe.validate)
   if s is None:
     return
   require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
@@ -82,19 +79,9 @@ def plan(c) -> list[ml_collections.ConfigDict]:
   if len(shapes) < 3:
     raise UserError(f"sweep.sizes: the ladder gives {len(shapes)} distinct shape(s) from N = "
                     f"{s.n_min:,.0f} to {s.n_max:,.0f}; widen the range or lower head_size")
-  base = config_lib.to_dict(c)
-  del base["sweep"]
   per_step = t.batch_size * t.seq_len
   steps = sorted({max(1, round(f * s.tokens_max / per_step)) for f in s.fractions})
-  parents, runs = [], []
-  for shape in shapes:
-    sized = config_lib.from_dict(base)
-    with sized.unlocked():
-      sized.model.update(**shape.model_fields())
-    parent, branches = branch.family(sized, steps)
-    parents.append(parent)
-    runs += branches
-  return parents + runs
+  return scaling_family.ladder_runs(c, [(shape, steps) for shape in shapes])
 
 
 # Analysis.
@@ -113,9 +100,8 @@ def _kaplan_constants(power: dict) -> dict:
 
 def laws(points, n_column: str, count: str, n_boot: int) -> dict:
   """Every Kaplan law of the finished points under one N convention and FLOP count."""
-  from research.scaling import approaches, table
+  from research.scaling import approaches
   from research.scaling.fit import bootstrap_law, fit_law
-  c_used = points.C if count == "full" else 6.0 * points[n_column] * points.D
   out = {}
   largest_d = points[np.isclose(points.D, points.D.max())]
   out["L(N) at the largest D"] = dict(D=float(points.D.max()), **_kaplan_constants(
@@ -136,10 +122,8 @@ def laws(points, n_column: str, count: str, n_boot: int) -> dict:
                          ci=0.95, maxiter=300)
     joint["intervals"] = boot["intervals"]
   out["L(N, D)"] = joint
-  frame = points.assign(C_used=c_used)
-  k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
-  runs = table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss",
-                               flops_per_param_token=k)
+  runs = ladder_points.runs_under(points, n_column, count)
+  k = runs.conventions["flops_per_param_token"]
   envelope = approaches.approach1(runs)
   frontier = envelope["envelope"]
   out["C_min frontier"] = dict(a=envelope["a"], b=envelope["b"], warnings=envelope["warnings"],
@@ -148,7 +132,6 @@ def laws(points, n_column: str, count: str, n_boot: int) -> dict:
   return out
 
 
-CONVENTIONS = chinchilla.CONVENTIONS
 HEADLINE = "N non-embedding, C = 6ND"
 
 
@@ -157,25 +140,22 @@ def analyze(workdir: str) -> dict:
   import time
   from research.scaling import plots
   started = time.perf_counter()
-  record = store.read_sweep(workdir)
-  s = config_lib.preset(get_config, record).sweep
-  df, points = chinchilla.points_table(workdir)
-  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
-  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  s = config_lib.preset(get_config, store.read_sweep(workdir)).sweep
+  df, points = ladder_points.points_table(workdir)
+  out = common.Outputs(workdir)
+  out.runs_csv(df)
   if points.empty or points[points.D == points.D.max()].N.nunique() < 3:
     print(f"analysis: {len(points)} finished point(s); the laws need 3 sizes at the largest D")
-    return paths
+    return out.paths
   fits = {name: laws(points, n_column, count, s.bootstrap if name == HEADLINE else 0)
           for name, (n_column, count) in CONVENTIONS.items()}
-  out = dict(study="Kaplan et al. (2020) laws, analysed with research/scaling",
-             L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
-             points=int(len(points)), planned_runs=int(len(df)), fits=fits,
-             time=chinchilla.time_split(df))
-  headline_n = CONVENTIONS[HEADLINE][0]
-  figure = plots.kaplan_laws(points, headline_n, fits[HEADLINE])
-  for path in plots.save(figure, os.path.join(workdir, "kaplan_laws")):
-    paths[os.path.basename(path)] = path
-  return chinchilla.write_record(workdir, paths, out, started, format_report)
+  record = dict(study="Kaplan et al. (2020) laws, analysed with research/scaling",
+                L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
+                points=int(len(points)), planned_runs=int(len(df)), fits=fits,
+                time=ladder_points.time_split(df))
+  out.figure(plots.kaplan_laws(points, CONVENTIONS[HEADLINE][0], fits[HEADLINE]), "kaplan_laws")
+  record["time"]["analysis_s"] = time.perf_counter() - started
+  return out.fit(record, format_report)
 
 
 def _num(value, fmt=".3f") -> str:
@@ -198,6 +178,6 @@ def format_report(record: dict) -> str:
     lines += ["", f"95% bootstrap intervals of L(N, D) ({record['headline']}): " + ", ".join(
         f"{k} [{v[0]:.3f}, {v[1]:.3f}]" for k, v in interval.items())]
   if "time" in record:
-    lines += ["", chinchilla.format_time(record["time"], record["time"].get("analysis_s", 0.0))]
+    lines += ["", ladder_points.format_time(record["time"], record["time"].get("analysis_s", 0.0))]
   return "\n".join(lines) + "\n"
 

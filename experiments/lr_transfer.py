@@ -13,24 +13,21 @@ Presets: smoke (tiny, synthetic language; the tests), cpu (widths 24, 48, 96 on
 ../shared/data/text: the pilot that chose the scaling studies' learning rate).
 """
 
-import os
-
 import ml_collections
 import numpy as np
 
-from experiments import lm
-from research import config as config_lib
+from experiments import common, lm, scaling_family
 from research import store
 from research.errors import require
-from research.fileio import atomic_write_json, atomic_write_text
+from research.recipes import lm as lm_recipe
 
 PRESETS = ("smoke", "cpu")
-recipe = lm.recipe
-size = lm.size
+recipe = lm_recipe.recipe
+size = lm_recipe.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  c = lm.scaling_family(lm.get_config("smoke"))
+  c = scaling_family.family(lm.get_config("smoke"))
   c.model.update(n_layers=2, mup_base_d_head=4)
   c.train.tokens = 512_000
   c.sweep = ml_collections.ConfigDict(dict(
@@ -48,7 +45,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
 
 def validate(c) -> None:
-  s = lm.checked_sweep(c)
+  s = common.checked_sweep(c, lm_recipe.validate)
   if s is None:
     return
   require(len(s.widths) >= 2 and all(w % s.head_size == 0 for w in s.widths), "sweep.widths",
@@ -61,19 +58,16 @@ def validate(c) -> None:
 
 def plan(c) -> list[ml_collections.ConfigDict]:
   s = c.sweep
-  base = config_lib.to_dict(c)
-  del base["sweep"]
-  runs = []
-  for parametrization in s.parametrizations:
-    for width in s.widths:
-      for lr in s.lrs:
-        run = config_lib.from_dict(base)
-        with run.unlocked():
-          run.model.update(d_model=width, n_heads=width // s.head_size, d_ff=s.ff_ratio * width,
-                           parametrization=parametrization, mup_base_d_model=min(s.widths))
-          run.train.lr = lr
-        runs.append(run)
-  return runs
+
+  def change(parametrization: str, width: int, lr: float):
+    def apply(run):
+      run.model.update(d_model=width, n_heads=width // s.head_size, d_ff=s.ff_ratio * width,
+                       parametrization=parametrization, mup_base_d_model=min(s.widths))
+      run.train.lr = lr
+    return apply
+
+  return common.expand(c, [change(p, w, lr) for p in s.parametrizations for w in s.widths
+                           for lr in s.lrs])
 
 
 def best_lr(lrs, losses) -> float:
@@ -93,12 +87,11 @@ def analyze(workdir: str) -> dict:
   widths), lr_transfer.png / .pdf."""
   from research.scaling import plots
   df = store.table(workdir)
-  record = store.read_sweep(workdir)
   fields = {r["run"]: (r["config"]["model"]["parametrization"], r["config"]["model"]["d_model"],
-                       r["config"]["train"]["lr"]) for r in record["runs"]}
+                       r["config"]["train"]["lr"]) for r in store.read_sweep(workdir)["runs"]}
   df["parametrization"], df["width"], df["lr"] = ([fields[r][k] for r in df.run] for k in range(3))
-  paths = {"runs.csv": os.path.join(workdir, store.RUNS_CSV)}
-  atomic_write_text(paths["runs.csv"], df.to_csv(index=False))
+  out = common.Outputs(workdir)
+  out.runs_csv(df)
   curves = {}
   for (param, width), group in df.groupby(["parametrization", "width"]):
     group = group.sort_values("lr")
@@ -108,13 +101,10 @@ def analyze(workdir: str) -> dict:
         best_lr=best_lr(group.lr, loss) if np.isfinite(loss).sum() else None)
   spread = {param: max(b) / min(b) for param, widths in curves.items()
             if len(b := [w["best_lr"] for w in widths.values() if w["best_lr"]]) >= 2}
-  out = dict(study="learning-rate transfer across width (muP beside standard)",
-             L="held-out loss, nats/token (final_val_loss)", curves=curves,
-             best_lr_spread=spread,
-             base_width=min(min(w) for w in curves.values()) if curves else None)
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], out)
+  record = dict(study="learning-rate transfer across width (muP beside standard)",
+                L="held-out loss, nats/token (final_val_loss)", curves=curves,
+                best_lr_spread=spread,
+                base_width=min(min(w) for w in curves.values()) if curves else None)
   if curves:
-    for path in plots.save(plots.lr_transfer(curves), os.path.join(workdir, "lr_transfer")):
-      paths[os.path.basename(path)] = path
-  return paths
+    out.figure(plots.lr_transfer(curves), "lr_transfer")
+  return out.fit(record)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from launch import sweep as sweep_lib
+from launch import plan as plan_lib
 from research import store
 
 
@@ -17,5 +17,5 @@ def main(argv) -> int:
   if args.flops:
     from research.scaling import report
     options["flops"] = tuple(report.parse_flops(args.flops, "--flops"))
-  sweep_lib.analyze(args.workdir, options=options)
+  plan_lib.analyze(args.workdir, options=options)
   return 0

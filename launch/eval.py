@@ -32,12 +32,12 @@ def main(argv) -> int:
     raise UserError(f"--limit {args.limit}: allowed: a positive number of examples")
   if args.shots < 0:
     raise UserError(f"--shots {args.shots}: allowed: 0 or more")
-  from research.data import tasks as task_data
-  loaded = [task_data.load(path) for path in args.task]  # bad files fail before the model loads
+  from research.data import bigbench
+  loaded = [bigbench.load(path) for path in args.task]  # bad files fail before the model loads
   from research.evals import runs, scorer
   run = runs.load_run(args.workdir, step=args.step)
   for path, task in zip(args.task, loaded):
-    task_data.check_encodable(task, run.tokenizer)
+    bigbench.check_encodable(task, run.tokenizer)
     shots = task.examples[:args.shots]
     examples = task.examples[args.shots:]
     if args.limit:

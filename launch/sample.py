@@ -40,11 +40,12 @@ def main(argv) -> int:
     raise UserError(f"--eta {args.eta}: must be in [0, 1]")
   if not os.path.isdir(args.workdir):
     raise UserError(f"--workdir {args.workdir!r} is not a folder")
-  from experiments import diffusion
-  from research.diffusion import ddpm
+  from research.diffusion import ddpm, samples
   from research.models import unet
-  c = diffusion.config_of_run(args.workdir)
-  unet.validate(diffusion.model_config(c))  # e.g. an edited config.json's image size
+  from research.recipes import ddpm as ddpm_recipe
+  run = ddpm_recipe.read_run(args.workdir, "launch sample")
+  c = run.config
+  unet.validate(ddpm_recipe.model_config(c))  # e.g. an edited config.json's image size
   T = c.diffusion.steps
   if args.sampler not in ddpm.SAMPLERS:
     raise UserError(f"--sampler {args.sampler!r} is unknown: choose one of "
@@ -52,13 +53,13 @@ def main(argv) -> int:
   if not 1 <= args.steps <= T:
     raise UserError(f"--steps {args.steps}: the run was trained with {T} diffusion steps; "
                     f"sample with 1 to {T}")
-  params, step = diffusion.restore_params(args.workdir, c, args.step)
+  params, step = ddpm_recipe.restore_params(run, args.step)
   batch = min(args.batch_size, args.n)
-  sample = diffusion.sampler_for(c, args.sampler, args.steps, batch, args.eta)
-  images = diffusion.draw(sample, params, args.n, batch, args.seed)
+  sample = ddpm_recipe.sampler_for(c, args.sampler, args.steps, batch, args.eta)
+  images = samples.draw(sample, params, args.n, batch, args.seed)
   out = args.out or os.path.join(args.workdir, "samples.png")
-  diffusion.save_png(out, diffusion.grid_image(images, args.columns),
-                     scale=4 if c.model.image_size <= 16 else 2)
+  samples.save_png(out, samples.grid_image(images, args.columns),
+                   scale=4 if c.model.image_size <= 16 else 2)
   print(f"{args.n} samples of step {step} ({args.sampler}, {args.steps} steps, seed {args.seed}"
         f"{', eta %g' % args.eta if args.sampler == 'ddim' else ''}) -> {out}")
   if args.npz:

@@ -117,14 +117,15 @@ def execute(task: Task, *, lock_timeout: float = 60.0) -> Result:
 
 
 def _train(task: Task) -> Result:
-  from launch import run as run_lib
   from research.errors import UserError
   from research.train import loop
+  from research.train.run import run
   store.write_status(task.run_dir, "running", pid=os.getpid())
   try:
     cfg = config_lib.from_dict(task.config)
-    summary = run_lib.run(cfg, _study(task.study_path), task.run_dir, progress=False,
-                          wandb_group=task.wandb_group)
+    # the plan validated the config (launch.plan.make_plan)
+    summary = run(cfg, _study(task.study_path), task.run_dir, progress=False,
+                  wandb_group=task.wandb_group, validated=True)
   except loop.NonFiniteLoss as e:
     result = Result(task.run_id, "failed", f"training diverged: {e}")
   except UserError as e:
@@ -145,10 +146,10 @@ def _train(task: Task) -> Result:
 def follow(task: Task) -> str:
   """A non-chief process of a multi-process run: train along with process 0, writing nothing to
   the run's folder (process 0 logs, checkpoints' metadata and summaries are its job)."""
-  from launch import run as run_lib
+  from research.train.run import run
   try:
-    summary = run_lib.run(config_lib.from_dict(task.config), _study(task.study_path),
-                          task.run_dir, progress=False, log=lambda *a: None)
+    summary = run(config_lib.from_dict(task.config), _study(task.study_path), task.run_dir,
+                  progress=False, log=lambda *a: None, validated=True)
   except Exception:  # noqa: BLE001  (process 0 records the failure)
     traceback.print_exc()
     return "failed"

@@ -66,6 +66,33 @@ class Checkpointer:
       return restored["state"], meta, candidate
     return None
 
+  def restore_subtree(self, path: tuple[str, ...], abstract, step: int | None = None):
+    """(subtree, step): only the part of the saved train state at `path` (("params",), or
+    ("opt_state", "ema") for an EMA kept in the optimizer state), from `step` or the newest
+    readable checkpoint, into `abstract` (ShapeDtypeStructs with shardings): a partial restore
+    that reads nothing else and needs no optimizer to build a target. Falls back to older
+    checkpoints with a warning, as `restore` does; raises the first error when none fits."""
+    item = abstract
+    for key in reversed(path):
+      item = {key: item}
+    args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+    candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+    first = None
+    for candidate in candidates:
+      try:
+        tree = self.manager.restore(candidate, args=args)["state"]
+      except Exception as e:  # noqa: BLE001  (damaged, or another model's state)
+        first = first or e
+        if step is None and candidate != candidates[-1]:
+          self._unreadable(candidate, e, None)
+        continue
+      for key in path:
+        tree = tree[key]
+      return tree, candidate
+    raise first if first is not None else FileNotFoundError(f"no checkpoint in {self.directory}")
+
   def _unreadable(self, candidate: int, error: Exception, requested: int | None) -> None:
     if requested is not None:
       raise error

@@ -48,6 +48,7 @@ def load(spec: str, overrides=()) -> tuple[ml_collections.ConfigDict, object]:
     study.check(module, path, sweep=True)
   cfg.lock()
   apply_overrides(cfg, overrides)
+  study.check_config(cfg)
   return cfg, module
 
 

@@ -49,12 +49,12 @@ def maybe_initialize_distributed() -> bool:
   return True
 
 
-def axis_names(mesh_cfg) -> tuple[str, str, str]:
+def axis_names(configured) -> tuple[str, str, str]:
   """(data, fsdp, model) axis names; two configured names get the default model axis name."""
-  names = tuple(mesh_cfg.axis_names)
+  names = tuple(configured)
   if len(names) == 2:
     names += (MODEL_AXIS,)
-  require(len(names) == 3 and len(set(names)) == 3, "mesh.axis_names", mesh_cfg.axis_names,
+  require(len(names) == 3 and len(set(names)) == 3, "mesh.axis_names", configured,
           "must be three distinct names (data, fsdp, model), or two (data, fsdp)")
   return names
 
@@ -62,7 +62,7 @@ def axis_names(mesh_cfg) -> tuple[str, str, str]:
 def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
   """(data, fsdp, model) sizes; data = -1 takes the devices fsdp x model leave. Validates them
   against n_devices."""
-  fsdp, data, model = mesh_cfg.fsdp, mesh_cfg.data, mesh_cfg.get("model", 1)
+  fsdp, data, model = mesh_cfg.fsdp, mesh_cfg.data, getattr(mesh_cfg, "model", 1)
   require(isinstance(fsdp, int) and fsdp >= 1, "mesh.fsdp", fsdp, "must be a positive integer")
   require(isinstance(model, int) and model >= 1, "mesh.model", model,
           "must be a positive integer")
@@ -77,14 +77,15 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
   require(data * fsdp * model <= n_devices, "mesh.data", mesh_cfg.data,
           f"mesh data x fsdp x model = {data} x {fsdp} x {model} = {data * fsdp * model} is "
           f"larger than the {n_devices} available devices")
-  axis_names(mesh_cfg)
+  axis_names(mesh_cfg.axis_names)
   return data, fsdp, model
 
 
 def make_mesh(mesh_cfg) -> jax.sharding.Mesh:
   shape = mesh_shape(mesh_cfg, jax.device_count())
   devices = np.asarray(jax.devices()[: int(np.prod(shape))]).reshape(shape)
-  return jax.sharding.Mesh(devices, axis_names(mesh_cfg), axis_types=(AxisType.Auto,) * 3)
+  return jax.sharding.Mesh(devices, axis_names(mesh_cfg.axis_names),
+                           axis_types=(AxisType.Auto,) * 3)
 
 
 def batch_axes(mesh) -> tuple[str, str]:

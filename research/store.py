@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from research.errors import UserError
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_json
 
 CONFIG, SUMMARY, STATUS = "config.json", "summary.json", "status.json"
 LOG, LOCK = "log.txt", ".lock"
@@ -72,6 +72,13 @@ def claim(workdir: str, config_dict: dict, run_id: str) -> str:
 
 def summary(workdir: str) -> dict | None:
   return read_json(os.path.join(workdir, SUMMARY))
+
+
+def units(summary: dict) -> float | None:
+  """D of a finished run: its count of the units its recipe names (summary["report"]["unit"]:
+  tokens, images, ...); summaries written before the loop named its units kept it as "tokens"."""
+  unit = summary.get("report", {}).get("unit", "tokens")
+  return summary.get(unit, summary.get("tokens"))
 
 
 def write_status(run_dir: str, status: str, **fields) -> None:
@@ -270,7 +277,7 @@ def table(workdir: str, metrics: dict | None = None) -> pd.DataFrame:
     row = {"run": r["run"],
            "N": s.get("params_total", r["N"]), "N_nonemb": s.get("params_non_embedding",
                                                                  r["N_nonemb"]),
-           "D": s.get("tokens", r["D"]), "C": s.get("flops", r["C"]),
+           "D": units(s) if s else r["D"], "C": s.get("flops", r["C"]),
            "flop_convention": s.get("flop_convention", r["flop_convention"])}
     row.update({col: s.get(key, np.nan) for col, key in metrics.items()})
     row.update(wall_s=s.get("wall_s", np.nan), status=run_state(folder))
@@ -281,13 +288,3 @@ def table(workdir: str, metrics: dict | None = None) -> pd.DataFrame:
 
 def _cell(value):
   return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def write_analysis(workdir: str, paths: dict, record: dict, render) -> dict:
-  """A study's fit.json (`record`) and report.md (`render(record)`), written last; adds them to
-  `paths` ({name: path} of what the analysis wrote) and returns it."""
-  paths["fit.json"] = os.path.join(workdir, "fit.json")
-  atomic_write_json(paths["fit.json"], record)
-  paths["report.md"] = os.path.join(workdir, "report.md")
-  atomic_write_text(paths["report.md"], render(record))
-  return paths

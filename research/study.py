@@ -5,8 +5,12 @@ of `Study`; a study with sweep presets also provides those of `SweepStudy`. A sw
 config with a top-level `sweep` group (the grid it expands); `plan` turns it into complete per-run
 configs, each a config that `recipe` can train on its own, with a stable run id (the hash of the
 resolved config, `research.config.run_id`). Nothing in `launch/` or `research/train/` knows which
-model a study trains: the loop gets a `research.train.loop.Recipe`, the sweep gets configs and
+model a study trains: the loop gets a `research.train.recipe.Recipe`, the sweep gets configs and
 sizes, and the study's own `analyze` turns the finished runs into tables, fits and figures.
+
+Every config a study makes also carries the groups the loop reads (`seed`, `mesh`, `loop`,
+`tracking`; research.train.recipe.LoopSpec), checked when the study is loaded:
+`research.config.run_groups` adds them with their defaults.
 """
 
 from typing import Protocol, runtime_checkable
@@ -33,7 +37,7 @@ class Study(Protocol):
     """Every check that needs no data and no compilation; raises research.errors.ConfigError."""
 
   def recipe(self, cfg: ml_collections.ConfigDict):
-    """One run, as a research.train.loop.Recipe: init, loss, batches by step, evaluators, facts,
+    """One run, as a research.train.recipe.Recipe: init, loss, batches by step, evaluators, facts,
     and the Report of what its summary and figure show. Loads the run's data; bad data is a
     UserError, raised before anything is written."""
 
@@ -64,6 +68,12 @@ def check(module, path: str, *, sweep: bool) -> None:
     kind = "a sweep study" if sweep else "a study"
     raise UserError(f"{path} is not {kind}: it lacks {', '.join(f'{n}()' for n in missing)} "
                     "(the study contract is in research/study.py and docs/sweeps.md)")
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """A one-line ConfigError when the config lacks a group or field the loop reads."""
+  from research.train.recipe import LoopSpec
+  LoopSpec.from_config(cfg)
 
 
 def is_sweep(cfg: ml_collections.ConfigDict) -> bool:

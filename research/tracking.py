@@ -13,9 +13,10 @@ import sys
 from tqdm import tqdm
 
 
-def read_metrics(path: str, kind: str = "train") -> list[dict]:
-  """The records of one kind ("train" or "eval"), one per step (the last written wins)."""
-  by_step = {}
+def read_log(path: str) -> dict[str, list[dict]]:
+  """{kind: its records ("train", "eval", ...), one per step (the last written wins)}, read in
+  one pass."""
+  by_kind: dict[str, dict] = {}
   with open(path) as f:
     for line in f:
       line = line.strip()
@@ -25,9 +26,14 @@ def read_metrics(path: str, kind: str = "train") -> list[dict]:
         record = json.loads(line)
       except json.JSONDecodeError:
         continue  # a line cut short by a killed process
-      if record.get("kind") == kind and "step" in record:
-        by_step[record["step"]] = record
-  return [by_step[s] for s in sorted(by_step)]
+      if "kind" in record and "step" in record:
+        by_kind.setdefault(record["kind"], {})[record["step"]] = record
+  return {kind: [steps[s] for s in sorted(steps)] for kind, steps in by_kind.items()}
+
+
+def read_metrics(path: str, kind: str = "train") -> list[dict]:
+  """The records of one kind ("train" or "eval"), one per step (the last written wins)."""
+  return read_log(path).get(kind, [])
 
 
 def _clean(value):
@@ -40,22 +46,21 @@ def _clean(value):
 class Tracker:
   """Writes metrics to `workdir/metrics.jsonl`, optionally to wandb, and drives a progress bar."""
 
-  def __init__(self, workdir: str, tracking_cfg, config_dict: dict, run_id: str,
-               total_steps: int, start_step: int, *, progress: bool | None = None,
-               group: str | None = None, chief: bool = True):
-    """`progress` overrides tracking_cfg.progress; `group` is the wandb group (a sweep's name).
-    Only the chief process of a multi-process run writes (the others track nothing)."""
+  def __init__(self, workdir: str, run_id: str, total_steps: int, start_step: int, *,
+               config_dict: dict | None = None, progress: bool = True, wandb_project: str = "",
+               wandb_mode: str = "offline", group: str | None = None, chief: bool = True):
+    """`wandb_project` (with `wandb_mode`) also logs to wandb; `group` is the wandb group (a
+    sweep's name). Only the chief process of a multi-process run writes (the others track
+    nothing)."""
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.file = open(self.path if chief else os.devnull, "a", buffering=1)
     self.wandb = None
-    if tracking_cfg.wandb_project and chief:
+    if wandb_project and chief:
       import wandb  # optional: imported only when asked for
-      self.wandb = wandb.init(project=tracking_cfg.wandb_project, name=run_id, id=run_id,
-                              config=config_dict, dir=workdir, resume="allow",
-                              mode=tracking_cfg.wandb_mode or None, group=group)
-    show = (tracking_cfg.progress if progress is None else progress) and chief
+      self.wandb = wandb.init(project=wandb_project, name=run_id, id=run_id, config=config_dict,
+                              dir=workdir, resume="allow", mode=wandb_mode or None, group=group)
     self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                    disable=not show, file=sys.stderr, mininterval=1.0)
+                    disable=not (progress and chief), file=sys.stderr, mininterval=1.0)
 
   def event(self, name: str, **fields) -> None:
     self.file.write(json.dumps({"event": name, **{k: _clean(v) for k, v in fields.items()}}) + "\n")

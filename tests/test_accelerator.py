@@ -48,7 +48,7 @@ def _loss_aux_grads(cfg, microbatches: int = 1):
 def _assert_same(got, want, rtol=1e-5):
   (loss, aux, grads), (ref_loss, ref_aux, ref_grads) = got, want
   np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
-  assert float(aux["tokens"]) == float(ref_aux["tokens"])
+  assert float(aux["units"]) == float(ref_aux["units"])
   for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(r))))
 

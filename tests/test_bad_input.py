@@ -9,6 +9,7 @@ import pytest
 from launch.__main__ import main
 from lm_helpers import REPO, tiny_args
 from research import parallel
+from research.recipes import lm as lm_recipe
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -76,4 +77,4 @@ def test_every_preset_is_valid(preset):
   from research import config as config_lib
   cfg, experiment = config_lib.load(os.path.join(REPO, f"experiments/lm.py:{preset}"))
   experiment.validate(cfg)
-  assert experiment.num_steps(cfg) * cfg.train.batch_size * cfg.train.seq_len >= cfg.train.tokens
+  assert lm_recipe.num_steps(cfg) * cfg.train.batch_size * cfg.train.seq_len >= cfg.train.tokens

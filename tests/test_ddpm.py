@@ -67,7 +67,7 @@ def test_simple_loss_of_a_zero_predictor_is_the_noise_variance():
   loss, aux = ddpm.simple_loss(lambda x, t, r: jnp.zeros_like(x), s, jnp.zeros((256, 8, 8, 1)),
                                jax.random.key(0))
   assert float(loss) == pytest.approx(1.0, abs=0.05)
-  assert float(aux["tokens"]) == 256
+  assert float(aux["units"]) == 256
 
 
 @pytest.mark.parametrize("clip", [False, True])

@@ -12,6 +12,7 @@ from experiments import diffusion
 from launch.__main__ import main
 from lm_helpers import REPO
 from research import config as config_lib
+from research.diffusion import frontier
 from research.errors import ConfigError
 
 STUDY = os.path.join(REPO, "experiments", "diffusion.py")
@@ -74,8 +75,9 @@ def tiny_run(tmp_path_factory):
 def test_run_through_the_generic_loop(tiny_run):
   s = json.load(open(tiny_run / "summary.json"))
   assert s["status"] == "finished" and s["steps"] == 4
-  assert s["tokens"] == 4 * 16 and s["report"]["unit"] == "images"
-  assert s["flops"] == pytest.approx(s["tokens"] * s["flops_per_image"])
+  assert s["images"] == 4 * 16 and s["report"]["unit"] == "images"
+  assert s["flops"] == pytest.approx(s["images"] * s["flops_per_image"])
+  assert not [k for k in s if "token" in k or "embedding" in k]  # no language-model keys
   assert s["fd_name"] == "FD_digits" and s["eval_weights"] == "ema"
   assert np.isfinite(s["final_fd"]) and s["final_fd"] > s["fd_floor"] > 0
   evals = [json.loads(line) for line in open(tiny_run / "metrics.jsonl")
@@ -105,7 +107,8 @@ def test_sample_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
   lm_run.mkdir()
   (lm_run / "config.json").write_text(json.dumps(
       {"run_id": "x", "config": {"model": {"d_model": 64, "n_layers": 2}}}))
-  cases.append((["--workdir", str(lm_run)], "model family 'a transformer'"))
+  cases.append((["--workdir", str(lm_run)], "checkpoint of a different model family: it trained "
+                 "a transformer language model, and launch sample needs a DDPM U-Net"))
   bad_size = tmp_path / "bad"
   bad_size.mkdir()
   record = json.load(open(tiny_run / "config.json"))
@@ -125,11 +128,11 @@ def test_frontier_and_its_power_law():
   fd = floor + 50.0 * (c / 1e12) ** -0.4
   points = pd.DataFrame({"C": np.concatenate([c, c]),
                          "fd": np.concatenate([fd, fd * 1.3])})  # a worse model, off the frontier
-  front = points.iloc[diffusion.frontier(points)]
+  front = points.iloc[frontier.frontier(points)]
   assert len(front) == 12 and np.allclose(front.fd, fd)
   noisy = front.assign(fd=floor + (front.fd - floor) * np.exp(
       np.random.default_rng(0).normal(0, 0.05, 12)))
-  result = diffusion.fit_frontier(noisy, floor, n_boot=50)
+  result = frontier.fit_frontier(noisy, floor, n_boot=50)
   assert result["a"] == pytest.approx(0.4, abs=0.05)
   lo, hi = result["a_interval"]
   assert 0 < lo < 0.4 < hi
@@ -160,3 +163,30 @@ def test_sweep_analysis_writes_the_issues_tables_and_figures(smoke_sweep):
   for name in ("fd_vs_compute.png", "samples_digits_w4.png", "samples_digits_w8.png",
                "report.md"):
     assert (smoke_sweep / name).exists(), name
+
+
+def test_a_unet_run_can_be_branched(tmp_path):
+  """The loop knows no model family: a U-Net run branches as a language model does (its length
+  field is train.steps), and a branch with the parent's schedule continues it exactly."""
+  parent, same, cooldown = tmp_path / "parent", tmp_path / "same", tmp_path / "cooldown"
+  constant = ("train.schedule=constant", "loop.eval_every=1000", "loop.checkpoint_every=1000",
+              "train.steps=6")
+
+  def run(workdir, *extra):
+    args = ["run", "--config", f"{STUDY}:smoke", "--workdir", str(workdir)]
+    return main(args + [f"--config.{o}" for o in TINY + constant + extra])
+
+  def losses(workdir):
+    return {r["step"]: r["loss"] for r in (json.loads(line) for line in open(workdir /
+                                                                               "metrics.jsonl"))
+            if r.get("kind") == "train"}
+
+  assert run(parent, "loop.keep_steps=(3,)") == 0
+  assert run(same, "loop.init_from=parent@3") == 0
+  assert losses(same) == losses(parent)
+  assert run(cooldown, "train.schedule=wsd", "train.steps=5", "train.cooldown_fraction=0.4",
+             "train.final_lr_fraction=0.0", "loop.init_from=parent@3") == 0
+  mine = losses(cooldown)
+  assert sorted(mine) == list(range(5)) and all(mine[s] == losses(parent)[s] for s in range(4))
+  s = json.load(open(cooldown / "summary.json"))
+  assert s["init_from"] == "parent@3" and s["images"] == 5 * 16

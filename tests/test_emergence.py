@@ -14,7 +14,7 @@ import sweep_helpers as sh
 from conftest import require_shared
 from experiments import emergence
 from lm_helpers import REPO
-from research.data import tasks as task_data
+from research.data import bigbench, task_families
 from research.errors import UserError
 from research.scaling import emergence as ability
 
@@ -58,9 +58,9 @@ def test_smoke_sweep_scores_every_task_at_every_evaluation(smoke):
 
 def test_launch_eval_scores_a_bigbench_file_and_a_generated_one(smoke, tmp_path):
   run = next(p for p in (smoke / "runs").iterdir() if (p / "summary.json").exists())
-  fam = task_data.family("add2")
+  fam = task_families.family("add2")
   task_file = tmp_path / "add2.json"
-  task_data.dump(task_data.eval_task(fam, 8), str(task_file))
+  bigbench.dump(task_families.eval_task(fam, 8), str(task_file))
   code, out = sh.run("eval", "--workdir", str(run), "--task", str(task_file))
   assert code == 0, out
   result = json.loads((run / "eval" / "add2.json").read_text())

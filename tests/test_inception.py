@@ -6,6 +6,7 @@ import pytest
 
 from research.errors import UserError
 from research.models import inception as inc
+from research.models import torch_weights
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (pip install "
                             "torch==2.14.1 torchvision==0.29.1; .ci/run installs them)")
@@ -118,4 +119,4 @@ def test_weight_files_round_trip_and_wrong_networks_are_refused(reference, tmp_p
   garbage = tmp_path / "garbage.pth"
   garbage.write_bytes(b"not a checkpoint")
   with pytest.raises(UserError, match="not a PyTorch state_dict"):
-    inc.read_state_dict(str(garbage))
+    torch_weights.read_state_dict(str(garbage))

@@ -76,15 +76,16 @@ def test_host_learning_rate_equals_adamw_with_its_schedule():
   import jax
   import optax
   from research.train import loop
+  from research.train.recipe import Recipe
   from research.train.step import init_state, train_step
   cfg, steps = train_cfg(schedule="cosine", lr=3e-3, warmup_steps=3), 12
   params, loss_fn, batch = _tiny_problem()
   reference = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(
       optim.schedule(cfg, steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
       weight_decay=cfg.weight_decay, mask=optim.decay_mask))
-  recipe = loop.Recipe(init=lambda rng: params, loss=loss_fn, train_batch=None, num_steps=steps,
-                       batch_size=8, optimizer=optim.optimizer(cfg), flops_per_token=1.0,
-                       lr_schedule=optim.schedule(cfg, steps))
+  recipe = Recipe(init=lambda rng: params, loss=loss_fn, train_batch=None, num_steps=steps,
+                  batch_size=8, optimizer=optim.optimizer(cfg), flops_per_unit=1.0,
+                  lr_schedule=optim.schedule(cfg, steps))
   lrs = loop.learning_rates(recipe)
   ours = init_state(recipe.init, recipe.optimizer, 0)
   theirs = init_state(recipe.init, reference, 0)
@@ -119,3 +120,15 @@ def test_compiled_step_does_not_depend_on_the_schedule():
     step = jax.jit(functools.partial(train_step, loss_fn=recipe.loss, optimizer=recipe.optimizer))
     texts.append(step.lower(state, batch, np.float32(0.5)).as_text())
   assert texts[0] == texts[1]
+
+
+def test_the_loop_gets_one_rate_per_step_from_a_constant_schedule():
+  """optax's constant schedule gives one scalar for any steps; the loop indexes a rate per step
+  (a constant-rate run without warmup crashed at its first step before this)."""
+  from research.train import loop
+  from research.train.recipe import Recipe
+  cfg = train_cfg(schedule="constant", warmup_steps=0, lr=0.5)
+  recipe = Recipe(init=None, loss=None, train_batch=None, num_steps=7, batch_size=1,
+                  optimizer=optim.optimizer(cfg), flops_per_unit=1.0,
+                  lr_schedule=optim.schedule(cfg, 7))
+  np.testing.assert_array_equal(loop.learning_rates(recipe), np.full(7, 0.5, np.float32))

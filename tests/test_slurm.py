@@ -167,7 +167,8 @@ def test_one_run_over_two_slurm_tasks(slurm, tmp_path):
 
 def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, monkeypatch):
   """Submission order and dependencies of a plan with WSD branches (no cluster needed)."""
-  from launch import slurm, worker
+  from launch import worker
+  from launch.backends import slurm
 
   submitted = []
 

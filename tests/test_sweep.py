@@ -203,8 +203,8 @@ def test_run_store_states(tmp_path):
 def test_run_as_a_function_leaks_no_threads_or_files(tmp_path):
   """A worker calls run() many times: no checkpoint manager, tracker or file stays open."""
   import threading
-  from launch import run as run_lib
   from research import config as config_lib
+  from research.train import run as run_lib
   cfg, toy = config_lib.load(f"{sh.TOY}:one")
   summaries = [run_lib.run(cfg, toy, str(tmp_path / "warm"), log=lambda *a: None)]
   threads = threading.active_count()

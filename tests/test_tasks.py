@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from research.data import tasks
+from research.data import bigbench, task_families, task_mixture
 from research.data import text
 from research.errors import UserError
 
@@ -20,36 +20,37 @@ def _write(path, obj):
 # BIG-bench JSON ---------------------------------------------------------------------------------
 
 def test_round_trip(tmp_path):
-  examples = [tasks.Example("1+2=", "03", key="add:1:1:2"),
-              tasks.Example("q", targets=("a", "b")),
-              tasks.Example("m", target_scores={"x": 1, "y": 0.0}, group="t01")]
-  task = tasks.Task("toy", tuple(examples), metrics=("exact_str_match", "multiple_choice_grade"),
-                    description="d", keywords=("k",), example_input_prefix="",
-                    append_choices_to_input=False, stop_string="\n", extra={"canary": "c"})
-  tasks.dump(task, tmp_path / "t.json")
-  assert tasks.load(tmp_path / "t.json") == task
+  examples = [bigbench.Example("1+2=", "03", key="add:1:1:2"),
+              bigbench.Example("q", targets=("a", "b")),
+              bigbench.Example("m", target_scores={"x": 1, "y": 0.0}, group="t01")]
+  task = bigbench.Task("toy", tuple(examples),
+                       metrics=("exact_str_match", "multiple_choice_grade"),
+                       description="d", keywords=("k",), example_input_prefix="",
+                       append_choices_to_input=False, stop_string="\n", extra={"canary": "c"})
+  bigbench.dump(task, tmp_path / "t.json")
+  assert bigbench.load(tmp_path / "t.json") == task
   for name in ("add3_mc", "add2_qa", "parity"):
-    gen = tasks.eval_task(tasks.family(name), 20)
-    tasks.dump(gen, tmp_path / f"{name}.json")
-    assert tasks.load(tmp_path / f"{name}.json") == gen
+    gen = task_families.eval_task(task_families.family(name), 20)
+    bigbench.dump(gen, tmp_path / f"{name}.json")
+    assert bigbench.load(tmp_path / f"{name}.json") == gen
 
 
 def test_prompt_defaults_and_few_shot():
-  ex = tasks.Example("What is 1 plus 2?", "3", target_scores={"3": 1, "banana": 0, "7": 0})
-  task = tasks.Task("t", (ex,))
-  assert tasks.prompt(task, ex, choices=False) == "\nQ: What is 1 plus 2?\nA: "
-  shown = tasks.shown_choices(ex)
+  ex = bigbench.Example("What is 1 plus 2?", "3", target_scores={"3": 1, "banana": 0, "7": 0})
+  task = bigbench.Task("t", (ex,))
+  assert bigbench.prompt(task, ex, choices=False) == "\nQ: What is 1 plus 2?\nA: "
+  shown = bigbench.shown_choices(ex)
   assert sorted(shown) == ["3", "7", "banana"]
-  assert tasks.prompt(task, ex) == ("\nQ: What is 1 plus 2?" +
-                                    "".join("\n  choice: " + c for c in shown) + "\nA: ")
-  shot = tasks.Example("What is 2 plus 2?", "4")
-  assert tasks.prompt(task, ex, shots=[shot], choices=False) == (
+  assert bigbench.prompt(task, ex) == ("\nQ: What is 1 plus 2?" +
+                                       "".join("\n  choice: " + c for c in shown) + "\nA: ")
+  shot = bigbench.Example("What is 2 plus 2?", "4")
+  assert bigbench.prompt(task, ex, shots=[shot], choices=False) == (
       "\nQ: What is 2 plus 2?\nA: 4\n\nQ: What is 1 plus 2?\nA: ")
-  prefixed = tasks.Task("t", (ex,), task_prefix="Add.\n")
-  assert tasks.prompt(prefixed, ex, [shot], choices=False).startswith("Add.\n\nQ: What is 2")
-  assert tasks.postprocess(task, " 12. more") == " 12"  # BIG-bench's default regex
-  assert tasks.postprocess(tasks.Task("t", (ex,), stop_string="\n", output_regex=r"\d+"),
-                           "0127\n5+5") == "0127"
+  prefixed = bigbench.Task("t", (ex,), task_prefix="Add.\n")
+  assert bigbench.prompt(prefixed, ex, [shot], choices=False).startswith("Add.\n\nQ: What is 2")
+  assert bigbench.postprocess(task, " 12. more") == " 12"  # BIG-bench's default regex
+  assert bigbench.postprocess(bigbench.Task("t", (ex,), stop_string="\n", output_regex=r"\d+"),
+                              "0127\n5+5") == "0127"
 
 
 @pytest.mark.parametrize("content, field", [
@@ -67,7 +68,7 @@ def test_prompt_defaults_and_few_shot():
 def test_bad_files(tmp_path, content, field):
   path = _write(tmp_path / "task.json", content)
   with pytest.raises(UserError) as e:
-    tasks.load(path)
+    bigbench.load(path)
   assert path in str(e.value) and field in str(e.value) and "\n" not in str(e.value)
 
 
@@ -76,7 +77,7 @@ def test_parent_task_names_subtasks(tmp_path):
   _write(tmp_path / "sub_a" / "task.json", {"examples": [{"input": "a", "target": "b"}]})
   with pytest.raises(UserError, match="a parent task; its subtasks are in the folders beside it "
                      r"\(sub_a/task.json\)"):
-    tasks.load(_write(tmp_path / "task.json", {"name": "parent", "description": "p"}))
+    bigbench.load(_write(tmp_path / "task.json", {"name": "parent", "description": "p"}))
 
 
 def test_every_real_bigbench_file_loads():
@@ -86,38 +87,38 @@ def test_every_real_bigbench_file_loads():
   for path in files:
     if path.parent == root / "arithmetic":
       with pytest.raises(UserError, match="parent task"):
-        tasks.load(path)
+        bigbench.load(path)
       continue
-    task = tasks.load(path)
+    task = bigbench.load(path)
     assert task.examples and task.metrics and "canary" in task.extra
-    assert tasks.prompt(task, task.examples[0]).startswith("\nQ: ")
+    assert bigbench.prompt(task, task.examples[0]).startswith("\nQ: ")
 
 
 def test_qa_form_matches_bigbench_prompt():
-  real = tasks.load(require_shared("bigbench", "arithmetic", "3_digit_addition", "task.json"))
+  real = bigbench.load(require_shared("bigbench", "arithmetic", "3_digit_addition", "task.json"))
   ex = real.examples[0]  # What is 161 plus 390?
-  ours = tasks.family("add3_qa")
-  mine = tasks.Example("What is 161 plus 390?", "551", key="add:3:161:390")
-  ours_task = tasks.eval_task(ours, 3)
-  assert tasks.prompt(ours_task, mine) == tasks.prompt(real, ex, choices=False)
-  assert ours.render(mine) == tasks.prompt(real, ex, choices=False) + ex.target + "\n"
+  ours = task_families.family("add3_qa")
+  mine = bigbench.Example("What is 161 plus 390?", "551", key="add:3:161:390")
+  ours_task = task_families.eval_task(ours, 3)
+  assert bigbench.prompt(ours_task, mine) == bigbench.prompt(real, ex, choices=False)
+  assert ours.render(mine) == bigbench.prompt(real, ex, choices=False) + ex.target + "\n"
   # BIG-bench itself shows the file's choices (append_choices_to_input defaults to true).
-  assert "\n  choice: 551" in tasks.prompt(real, ex)
-  assert "add:3:161:390" in tasks.bigbench_keys(real)
+  assert "\n  choice: 551" in bigbench.prompt(real, ex)
+  assert "add:3:161:390" in bigbench.bigbench_keys(real)
   # Operand ranges: BIG-bench's k-digit operands are 10^(k-1)..10^k-1 (0..9 for k = 1).
   for k in (1, 2, 3):
-    keys = tasks.bigbench_keys(tasks.load(
+    keys = bigbench.bigbench_keys(bigbench.load(
         require_shared("bigbench", "arithmetic", f"{k}_digit_addition", "task.json")))
     ops = [int(x) for key in keys for x in key.split(":")[2:]]
     assert min(ops) >= (10**(k - 1) if k > 1 else 0) and max(ops) < 10**k
-    draws = tasks.family(f"add{k}_qa").samples(np.random.default_rng(k), 300)
+    draws = task_families.family(f"add{k}_qa").samples(np.random.default_rng(k), 300)
     ops = [int(x) for e in draws for x in e.key.split(":")[2:]]
     assert min(ops) >= (10**(k - 1) if k > 1 else 0) and max(ops) < 10**k
 
 
 def test_check_encodable():
-  task = tasks.eval_task(tasks.family("add2"), 5)
-  tasks.check_encodable(task, text.ByteTokenizer())
+  task = task_families.eval_task(task_families.family("add2"), 5)
+  bigbench.check_encodable(task, text.ByteTokenizer())
 
   class Digits:  # a tokenizer with only digits and '+', '=' (ids 0..11)
     vocab_size = 12
@@ -128,9 +129,9 @@ def test_check_encodable():
     def decode(self, ids):
       return "".join("0123456789+="[i] for i in ids)
 
-  tasks.check_encodable(task, Digits())
+  bigbench.check_encodable(task, Digits())
   with pytest.raises(UserError, match=r"task 'add2_qa': examples\[0\]: prompt .* outside"):
-    tasks.check_encodable(tasks.eval_task(tasks.family("add2_qa"), 5), Digits())
+    bigbench.check_encodable(task_families.eval_task(task_families.family("add2_qa"), 5), Digits())
 
 
 # Generators -------------------------------------------------------------------------------------
@@ -138,41 +139,41 @@ def test_check_encodable():
 def test_carries_balanced_and_formats():
   rng = np.random.default_rng(0)
   for k in (2, 3, 5):
-    draws = tasks.family(f"add{k}").samples(rng, 4000)
+    draws = task_families.family(f"add{k}").samples(rng, 4000)
     a = np.array([int(e.key.split(":")[2]) for e in draws])
     b = np.array([int(e.key.split(":")[3]) for e in draws])
-    freq = np.bincount(tasks.carry_count(a, b), minlength=k + 1) / len(draws)
+    freq = np.bincount(task_families.carry_count(a, b), minlength=k + 1) / len(draws)
     assert np.allclose(freq, 1 / (k + 1), atol=0.03), (k, freq)
     e = draws[0]
     assert e.input == f"{a[0]:0{k}d}+{b[0]:0{k}d}=" and e.target == f"{a[0] + b[0]:0{k + 1}d}"
 
 
 def test_reversed_is_reversed_plain():
-  plain = tasks.family("add3").samples(np.random.default_rng(5), 200)
-  rev = tasks.family("add3_reversed").samples(np.random.default_rng(5), 200)
+  plain = task_families.family("add3").samples(np.random.default_rng(5), 200)
+  rev = task_families.family("add3_reversed").samples(np.random.default_rng(5), 200)
   assert [e.key for e in plain] == [e.key for e in rev]
   assert all(p.target[::-1] == r.target and p.input == r.input for p, r in zip(plain, rev))
 
 
 def test_mc_mul_unscramble_parity():
-  mc = tasks.eval_task(tasks.family("add3_mc"), 50)
+  mc = task_families.eval_task(task_families.family("add3_mc"), 50)
   assert mc.preferred_score == "multiple_choice_grade" and not mc.append_choices_to_input
   for e in mc.examples:
     assert len(e.target_scores) == 4 and e.target_scores[e.target] == 1.0
     misses = {abs(int(c) - int(e.target)) for c in e.target_scores if c != e.target}
     assert misses <= {1, 10, 100, 1000} and all(len(c) == 4 for c in e.target_scores)
-    assert tasks.prompt(mc, e) == e.input
-  e = tasks.family("mul2").sample(np.random.default_rng(0))
+    assert bigbench.prompt(mc, e) == e.input
+  e = task_families.family("mul2").sample(np.random.default_rng(0))
   x, y = map(int, e.input[:-1].split("*"))
   assert 10 <= x <= 99 and e.target == f"{x * y:04d}"
-  words = tasks.lexicon_from_text("The plate, a Plate; plates plate house houses house aaaa "
-                                  "aaaa to be house", size=10, min_count=2)
+  words = task_families.lexicon_from_text("The plate, a Plate; plates plate house houses house "
+                                          "aaaa aaaa to be house", size=10, min_count=2)
   assert words == ("house", "plate")
-  fam = tasks.family("unscramble", words=words)
+  fam = task_families.family("unscramble", words=words)
   for e in fam.samples(np.random.default_rng(1), 20):
     scrambled = e.input[len("unscramble "):-1]
     assert sorted(scrambled) == sorted(e.target) and scrambled != e.target
-  par = tasks.family("parity")
+  par = task_families.family("parity")
   draws = par.samples(np.random.default_rng(0), 4000)
   counts = np.bincount([int(e.group[1:]) for e in draws], minlength=16)
   p = np.arange(1, 17.0)**-1.4
@@ -182,25 +183,25 @@ def test_mc_mul_unscramble_parity():
 
 
 def test_heldout_never_trained_and_exclusion():
-  assert tasks.heldout("add:3:1:2", 0, 0.5) == tasks.heldout("add:3:1:2", 0, 0.5)
-  frac = np.mean([tasks.heldout(f"k{i}", 3, 0.2) for i in range(5000)])
+  assert task_families.heldout("add:3:1:2", 0, 0.5) == task_families.heldout("add:3:1:2", 0, 0.5)
+  frac = np.mean([task_families.heldout(f"k{i}", 3, 0.2) for i in range(5000)])
   assert abs(frac - 0.2) < 0.02
-  fam = tasks.family("add1", holdout_fraction=0.3)
-  ev = tasks.eval_task(fam, 1000)
+  fam = task_families.family("add1", holdout_fraction=0.3)
+  ev = task_families.eval_task(fam, 1000)
   assert 10 < len(ev.examples) < 60 and len({e.key for e in ev.examples}) == len(ev.examples)
-  assert ev == tasks.eval_task(tasks.family("add1", holdout_fraction=0.3), 1000)
+  assert ev == task_families.eval_task(task_families.family("add1", holdout_fraction=0.3), 1000)
   trained = {e.key for e in fam.samples(np.random.default_rng(0), 3000)}
   assert trained.isdisjoint({e.key for e in ev.examples})
   with pytest.raises(UserError, match="nothing left to train on"):
-    tasks.family("add1", exclude={f"add:1:{a}:{b}" for a in range(10) for b in range(10)})
+    task_families.family("add1", exclude={f"add:1:{a}:{b}" for a in range(10) for b in range(10)})
   with pytest.raises(UserError, match="unknown; allowed: add1"):
-    tasks.family("add9")
+    task_families.family("add9")
 
 
 def test_qa_training_excludes_bigbench_keys():
-  real = tasks.load(require_shared("bigbench", "arithmetic", "2_digit_addition", "task.json"))
-  keys = tasks.bigbench_keys(real)
-  fam = tasks.family("add2_qa", exclude=keys)
+  real = bigbench.load(require_shared("bigbench", "arithmetic", "2_digit_addition", "task.json"))
+  keys = bigbench.bigbench_keys(real)
+  fam = task_families.family("add2_qa", exclude=keys)
   drawn = {e.key for e in fam.samples(np.random.default_rng(0), 20000)}
   assert drawn.isdisjoint(keys) and len(drawn) > 4000
 
@@ -208,12 +209,12 @@ def test_qa_training_excludes_bigbench_keys():
 # Training rows ----------------------------------------------------------------------------------
 
 def _mixture(text_fraction=0.25):
-  fams = [tasks.family(n) for n in ("add1", "add3", "add3_reversed", "add2_qa", "add3_mc",
-                                    "mul2", "parity")]
-  fams.append(tasks.family("unscramble", words=("plate", "house", "water", "under", "light",
-                                                "great", "right", "place")))
-  return tasks.TaskMixture(tuple(fams), text=text.load("synthetic:").source,
-                           text_fraction=text_fraction)
+  fams = [task_families.family(n) for n in ("add1", "add3", "add3_reversed", "add2_qa",
+                                            "add3_mc", "mul2", "parity")]
+  fams.append(task_families.family("unscramble", words=("plate", "house", "water", "under",
+                                                        "light", "great", "right", "place")))
+  return task_mixture.TaskMixture(tuple(fams), text=text.load("synthetic:").source,
+                                  text_fraction=text_fraction)
 
 
 def test_rows_never_show_heldout_problems():
@@ -223,11 +224,11 @@ def test_rows_never_show_heldout_problems():
   stream = "\n" + "\n".join(bytes(r.astype(np.uint8)).decode() for r in rows)
   seen = 0
   for fam in mix.families:
-    for e in tasks.eval_task(fam, 200).examples:
+    for e in task_families.eval_task(fam, 200).examples:
       shown = fam.render(e)
       line = shown if shown.startswith("\n") else "\n" + shown
       assert line not in stream, (fam.name, shown)
-      assert ("\n" + tasks.prompt(fam.task([e]), e).lstrip("\n")) not in stream, (fam.name, e)
+      assert ("\n" + bigbench.prompt(fam.task([e]), e).lstrip("\n")) not in stream, (fam.name, e)
   for fam in mix.families:  # while training problems do appear
     e = fam.sample(np.random.default_rng(0))
     seen += fam.render(e).strip("\n") in stream
@@ -239,7 +240,7 @@ def test_rows_deterministic_and_text_fraction():
   a = mix.train_rows(7, 100, 16, 65)
   assert np.array_equal(a, mix.train_rows(7, 100, 16, 65))
   assert not np.array_equal(a, mix.train_rows(8, 100, 16, 65))
-  task_only = tasks.TaskMixture(mix.families)
+  task_only = task_mixture.TaskMixture(mix.families)
   whole = task_only.train_rows(3, 0, 40, 65)  # rows are a function of (seed, start, count)
   assert np.array_equal(whole, task_only.train_rows(3, 0, 40, 65))
   assert not np.array_equal(whole[:20], task_only.train_rows(3, 20, 20, 65))

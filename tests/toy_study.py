@@ -14,10 +14,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from research import config as config_lib
 from research import store
 from research.errors import require
 from research.fileio import atomic_write_text
-from research.train import loop
+from research.train.recipe import Recipe, Report
 
 PRESETS = ("one", "sweep", "sweep-dup")
 
@@ -27,12 +28,9 @@ def get_config(preset: str = "one") -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(width=8))
   c.train = ml_collections.ConfigDict(dict(batch_size=8, steps=20, lr=0.05))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, axis_names=("data", "fsdp")))
-  c.loop = ml_collections.ConfigDict(dict(log_every=1, eval_every=1000, checkpoint_every=5,
-                                          keep_checkpoints=2, async_checkpoints=False))
-  c.tracking = ml_collections.ConfigDict(dict(progress=False, wandb_project="",
-                                              wandb_mode="offline", flop_convention="6N",
-                                              peak_flops=1e11))
+  config_lib.run_groups(c, log_every=1, eval_every=1000, checkpoint_every=5, keep_checkpoints=2)
+  c.loop.async_checkpoints = False
+  c.tracking.update(progress=False, flop_convention="6N", peak_flops=1e11)
   if preset in ("sweep", "sweep-dup"):
     c.sweep = ml_collections.ConfigDict(dict(widths=(4, 8, 16), duplicate=preset == "sweep-dup"))
   return c
@@ -50,7 +48,7 @@ def _batch(width: int, step: int, batch_size: int) -> dict:
   return {"x": x, "y": x @ w_true}
 
 
-def recipe(c) -> loop.Recipe:
+def recipe(c) -> Recipe:
   width, steps, batch_size = c.model.width, c.train.steps, c.train.batch_size
 
   def train_batch(step: int) -> dict:
@@ -63,27 +61,27 @@ def recipe(c) -> loop.Recipe:
   def loss(params, batch, rng):
     del rng
     err = batch["x"] @ params["w"] - batch["y"]
-    return jnp.mean(err ** 2), {"tokens": jnp.asarray(batch["x"].shape[0], jnp.float32)}
+    return jnp.mean(err ** 2), {"units": jnp.asarray(batch["x"].shape[0], jnp.float32)}
 
   val = _batch(width, 10**6, 64)  # a held-out batch: no training step has this index
   val_loss = jax.jit(lambda p: loss(p, val, None)[0])
-  return loop.Recipe(
+  return Recipe(
       init=lambda rng: {"w": jnp.zeros((width,), jnp.float32)},
       loss=loss, train_batch=train_batch, num_steps=steps, batch_size=batch_size,
-      optimizer=optax.sgd(c.train.lr), flops_per_token=6.0 * width,
+      optimizer=optax.sgd(c.train.lr), flops_per_unit=6.0 * width,
       evaluators=[lambda params: {"val_loss": float(val_loss(params))}],
       facts={"params_total": width, "params_non_embedding": width, "flop_convention": "6N"},
-      report=loop.Report(metrics=(("final_val_loss", "val mse   ", ""),), curves=("val_loss",),
-                         unit="examples", loss_label="mse"))
+      report=Report(metrics=(("final_val_loss", "val mse   ", ""),), curves=("val_loss",),
+                    unit="examples", loss_label="mse"))
 
 
 def plan(c) -> list[ml_collections.ConfigDict]:
   widths = list(c.sweep.widths) + ([c.sweep.widths[0]] if c.sweep.duplicate else [])
   runs = []
   for width in widths:
-    run = ml_collections.ConfigDict({k: v for k, v in c.to_dict().items() if k != "sweep"})
-    run.model.width = width
-    run.lock()
+    run = config_lib.from_dict({k: v for k, v in config_lib.to_dict(c).items() if k != "sweep"})
+    with run.unlocked():
+      run.model.width = width
     runs.append(run)
   return runs
 

@@ -23,7 +23,7 @@ the data range [-1, 1] (as Ho et al.'s and the DDIM code do) and re-derive eps_h
 EMA of the weights (Ho et al. use decay 0.9999): `with_ema` wraps an optax optimizer so that
 its state carries the moving average of the parameters, updated every step; `ema_params(state)`
 reads it. The training loop stays generic: a recipe hands the loop `eval_params` to evaluate the
-EMA (research.train.loop.Recipe).
+EMA (research.train.recipe.Recipe).
 Shape suffixes: B batch, H height, W width, C channels, S sampling steps.
 """
 
@@ -89,14 +89,14 @@ def q_sample(sched: Schedule, x0_BxHxWxC, t_B, eps_BxHxWxC) -> jax.Array:
 
 def simple_loss(eps_fn: Callable, sched: Schedule, x0_BxHxWxC, rng) -> tuple[jax.Array, dict]:
   """L_simple: mean over batch and pixels of (eps - eps_fn(x_t, t, rng))^2, t uniform in [0, T).
-  aux: "tokens" = the number of images (the loop's unit)."""
+  aux: "units" = the number of images (the loop's unit)."""
   B = x0_BxHxWxC.shape[0]
   t_rng, eps_rng, model_rng = jax.random.split(rng, 3)
   t_B = jax.random.randint(t_rng, (B,), 0, sched.T)
   eps = jax.random.normal(eps_rng, x0_BxHxWxC.shape, jnp.float32)
   x_t = q_sample(sched, x0_BxHxWxC, t_B, eps)
   loss = jnp.mean((eps - eps_fn(x_t, t_B, model_rng)) ** 2)
-  return loss, {"tokens": jnp.asarray(B, jnp.float32)}
+  return loss, {"units": jnp.asarray(B, jnp.float32)}
 
 
 # EMA of the parameters, kept in the optimizer's state.

@@ -14,14 +14,15 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
 
 
 def lm_loss(apply_fn):
-  """loss(params, batch, rng) -> (weighted mean nats/token, {"tokens": weight sum})."""
+  """loss(params, batch, rng) -> (weighted mean nats/token, {"units": weight sum}): the loop's
+  units are tokens."""
 
   def loss(params, batch, rng):
     del rng
     nll_BxL = token_nll(apply_fn(params, batch["inputs"]), batch["targets"])
     weights_BxL = batch["weights"]
     tokens = jnp.sum(weights_BxL)
-    return jnp.sum(nll_BxL * weights_BxL) / jnp.maximum(tokens, 1.0), {"tokens": tokens}
+    return jnp.sum(nll_BxL * weights_BxL) / jnp.maximum(tokens, 1.0), {"units": tokens}
 
   return loss
 

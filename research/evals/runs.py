@@ -4,11 +4,8 @@ the transformer's shape, the parameters of its newest readable checkpoint and th
     run = load_run("runs/smoke")      # or a sweep's runs/<run id>
     logits = transformer.apply(run.model, run.params, tokens_BxL)
 
-The run folder is the store's (research.store): `config.json` holds the resolved config, and
-`checkpoints/` the Orbax checkpoints of research.checkpoint. Only the parameters are read (a
-partial restore: no optimizer state), on one device, and the checkpoints are opened read-only.
-Bad input is a one-line UserError: no such folder, no config, no checkpoint, or a run whose model
-is not a transformer language model.
+The folder is read by research.runs (one reader of a run folder for every family); only the
+parameters are restored (a partial restore: no optimizer state), on one device, read-only.
 """
 
 import dataclasses
@@ -20,13 +17,10 @@ from typing import Any
 import ml_collections
 
 from research import config as config_lib
-from research import store
+from research import runs, store
 from research.data import text
 from research.errors import UserError
 from research.models import transformer
-
-# A config whose model group lacks these trained another model family (a U-Net, say).
-TRANSFORMER_FIELDS = ("d_model", "n_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,61 +65,14 @@ def _load_study(workdir: str, record: dict, study):
   return config_lib.load_module(path)
 
 
-def model_config(cfg: ml_collections.ConfigDict, study=None,
-                 workdir: str = "") -> transformer.TransformerConfig:
+def model_config(cfg: ml_collections.ConfigDict, study=None) -> transformer.TransformerConfig:
   """The transformer of a run's config: the study's `model_config(cfg)` when it has one, else
   the config's model fields that TransformerConfig knows."""
-  model = cfg.get("model")
-  if not isinstance(model, ml_collections.ConfigDict) or not all(
-      f in model for f in TRANSFORMER_FIELDS):
-    raise UserError(f"run {workdir!r}: checkpoint of a different model family (its config has no "
-                    f"model.{' / model.'.join(TRANSFORMER_FIELDS)}; a transformer language model "
-                    "is needed)")
   if study is not None and callable(getattr(study, "model_config", None)):
     return study.model_config(cfg)
   known = {f.name for f in dataclasses.fields(transformer.TransformerConfig)}
-  return transformer.TransformerConfig(**{k: v for k, v in model.to_dict().items() if k in known})
-
-
-def restore_params(checkpoints: str, model: transformer.TransformerConfig,
-                   step: int | None = None):
-  """(params, step): the parameters alone from the newest readable checkpoint (or `step`),
-  read-only, on one device; an older checkpoint is tried, with a warning, when one cannot be
-  read. A UserError when there is no checkpoint or none fits `model`."""
-  import jax
-  import orbax.checkpoint as ocp
-
-  from research import checkpoint
-  if not os.path.isdir(checkpoints):
-    raise UserError(f"no checkpoint: {checkpoints!r} does not exist (has the run trained?)")
-  ckpt = checkpoint.Checkpointer(checkpoints, read_only=True)
-  try:
-    steps = ckpt.steps()
-    if not steps:
-      raise UserError(f"no checkpoint: {checkpoints!r} holds no finished checkpoint")
-    if step is not None and step not in steps:
-      raise UserError(f"no checkpoint at step {step} in {checkpoints!r}; steps there: "
-                      f"{', '.join(map(str, steps))}")
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    shapes = jax.eval_shape(lambda: transformer.init_params(model, jax.random.key(0)))
-    item = {"params": jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)}
-    args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))
-    errors = []
-    for candidate in ([step] if step is not None else sorted(steps, reverse=True)):
-      try:
-        return ckpt.manager.restore(candidate, args=args)["state"]["params"], candidate
-      except Exception as e:  # noqa: BLE001  (damaged, or another model's parameters)
-        errors.append(f"step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        if step is None and candidate != min(steps):
-          warnings.warn(f"checkpoint at step {candidate} in {checkpoints} could not be read "
-                        f"({errors[-1]}); trying an older one")
-    raise UserError(f"no checkpoint in {checkpoints!r} fits the run's transformer "
-                    f"(checkpoint of a different model family?): {errors[0]}")
-  finally:
-    ckpt.close()
+  return transformer.TransformerConfig(**{k: v for k, v in cfg.model.to_dict().items()
+                                          if k in known})
 
 
 def load_run(workdir: str, step: int | None = None, study=None) -> LoadedRun:
@@ -135,17 +82,11 @@ def load_run(workdir: str, step: int | None = None, study=None) -> LoadedRun:
   records none, a sweep's run has its sweep's (sweep.json). The transformer is the study's
   `model_config(cfg)` when it has one, else the config's model fields.
   """
-  workdir = os.path.abspath(str(workdir))
-  if not os.path.isdir(workdir):
-    raise UserError(f"no such run folder: {workdir!r}")
-  record = store.read_json(os.path.join(workdir, store.CONFIG))
-  if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-    raise UserError(f"{workdir!r} is not a run folder: it has no {store.CONFIG} with a config "
-                    "(a run of python -m launch run, or a sweep's runs/<run id>)")
-  cfg = config_lib.from_dict(record["config"])
-  module = _load_study(workdir, record, study)
-  model = model_config(cfg, module, workdir)
-  params, restored_step = restore_params(os.path.join(workdir, "checkpoints"), model, step)
-  return LoadedRun(workdir=workdir, run_id=record.get("run_id") or config_lib.run_id(cfg),
-                   config=cfg, study=module, model=model, params=params, step=restored_step,
-                   tokenizer=text.ByteTokenizer())
+  import jax
+  run = runs.read(workdir, "transformer", "a language-model evaluation")
+  module = _load_study(run.workdir, run.record, study)
+  model = model_config(run.config, module)
+  shapes = jax.eval_shape(lambda: transformer.init_params(model, jax.random.key(0)))
+  params, restored = runs.restore(run, ("params",), shapes, step)
+  return LoadedRun(workdir=run.workdir, run_id=run.run_id, config=run.config, study=module,
+                   model=model, params=params, step=restored, tokenizer=text.ByteTokenizer())

@@ -1,4 +1,4 @@
-"""Scoring BIG-bench tasks (research.data.tasks.Task) on a transformer.
+"""Scoring BIG-bench tasks (research.data.bigbench.Task) on a transformer.
 
 Two uses:
   * `task_metrics`: the emergence study's metrics of one task, from one teacher-forced pass over
@@ -20,7 +20,7 @@ answer), so T answer tokens means the digits plus the newline.
 
 import numpy as np
 
-from research.data import tasks as task_data
+from research.data import bigbench
 from research.evals import generate, metrics
 
 CALIBRATION_BINS = 10
@@ -42,14 +42,14 @@ class _Plan:
   def __init__(self, tasks, tokenizer, edit_distance: bool):
     self.pairs, self.prompts, self.parts = [], [], []
     for task in tasks:
-      stop = task.stop_string or task_data.LINE_END
+      stop = task.stop_string or bigbench.LINE_END
       generative = [e for e in task.examples if e.target is not None]
       choice = [e for e in task.examples if e.target_scores]
       part = dict(task=task, generative=generative, choice=choice, stop=stop)
       if generative:
-        prompts = [_encode(tokenizer, task_data.prompt(task, e, choices=False))
+        prompts = [_encode(tokenizer, bigbench.prompt(task, e, choices=False))
                    for e in generative]
-        answers = [_encode(tokenizer, task_data.answer(e) + stop) for e in generative]
+        answers = [_encode(tokenizer, bigbench.answer(e) + stop) for e in generative]
         part.update(scored=len(self.pairs), answers=answers, generated=len(self.prompts))
         self.pairs += list(zip(prompts, answers))
         if edit_distance:
@@ -57,7 +57,7 @@ class _Plan:
       if choice:
         spans = []
         for e in choice:
-          context = _encode(tokenizer, task_data.prompt(task, e, choices=False))
+          context = _encode(tokenizer, bigbench.prompt(task, e, choices=False))
           spans.append((len(self.pairs), list(e.target_scores)))
           self.pairs += [(context, _encode(tokenizer, option)) for option in e.target_scores]
         part["spans"] = spans
@@ -109,7 +109,7 @@ def _multiple_choice(examples, choice_scores) -> dict:
   return out
 
 
-def task_metrics(cfg, params, tasks: list[task_data.Task], tokenizer, *,
+def task_metrics(cfg, params, tasks: list[bigbench.Task], tokenizer, *,
                  edit_distance: bool = True, batch_size: int = 64) -> dict[str, dict[str, float]]:
   """{task or TASK_GROUP: {metric: value}} for every task of `tasks` (see the module docstring).
   Prompts are shown without appended choices: the study's models are trained on the bare
@@ -139,7 +139,7 @@ def task_metrics(cfg, params, tasks: list[task_data.Task], tokenizer, *,
   return out
 
 
-def evaluator(cfg, tasks: list[task_data.Task], tokenizer, *, edit_distance: bool = True,
+def evaluator(cfg, tasks: list[bigbench.Task], tokenizer, *, edit_distance: bool = True,
               batch_size: int = 64):
   """A training-loop evaluator: params -> {"TASK/METRIC": value} over `tasks`."""
 
@@ -156,7 +156,7 @@ def _choice_scores(cfg, params, task, examples, tokenizer, batch_size: int, choi
   """Per example: (its choices, their log-likelihoods given the prompt)."""
   pairs, spans = [], []
   for e in examples:
-    context = _encode(tokenizer, task_data.prompt(task, e, shots, choices=choices))
+    context = _encode(tokenizer, bigbench.prompt(task, e, shots, choices=choices))
     spans.append((len(pairs), list(e.target_scores)))
     pairs += [(context, _encode(tokenizer, option)) for option in e.target_scores]
   scores = generate.score(cfg, params, pairs, batch_size=batch_size)
@@ -164,7 +164,7 @@ def _choice_scores(cfg, params, task, examples, tokenizer, batch_size: int, choi
           for start, options in spans]
 
 
-def bigbench_scores(cfg, params, task: task_data.Task, tokenizer, *, batch_size: int = 64,
+def bigbench_scores(cfg, params, task: bigbench.Task, tokenizer, *, batch_size: int = 64,
                     shots=()) -> dict:
   """BIG-bench's metrics of `task` on the model, as BIG-bench computes them: exact_str_match
   (greedy output, cut at the stop string, then the output regex's first match, against any
@@ -173,7 +173,7 @@ def bigbench_scores(cfg, params, task: task_data.Task, tokenizer, *, batch_size:
   out = {"task": task.name, "examples": len(task.examples)}
   generative = [e for e in task.examples if e.target is not None]
   if generative and "exact_str_match" in task.metrics:
-    prompts = [_encode(tokenizer, task_data.prompt(task, e, shots)) for e in generative]
+    prompts = [_encode(tokenizer, bigbench.prompt(task, e, shots)) for e in generative]
     longest = max(len(_encode(tokenizer, t)) for e in generative for t in e.targets)
     stop = _encode(tokenizer, task.stop_string) if task.stop_string else []
     outputs = generate.generate(cfg, params, prompts, min(cfg.context, longest + len(stop) + 8),
@@ -181,7 +181,7 @@ def bigbench_scores(cfg, params, task: task_data.Task, tokenizer, *, batch_size:
                                 batch_size=batch_size)
     hits = []
     for e, o in zip(generative, outputs):
-      text = task_data.postprocess(task, tokenizer.decode(o))
+      text = bigbench.postprocess(task, tokenizer.decode(o))
       hits.append(float(any(text.strip() == t.strip() for t in e.targets)))
     out["exact_str_match"] = float(np.mean(hits))
     out["exact_str_match_examples"] = len(hits)

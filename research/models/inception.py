@@ -12,17 +12,13 @@ The features are the 2048-d global average pool after Mixed_7c.
 
 Parameter names follow the PyTorch state_dict (`Mixed_5b/branch1x1/conv/kernel` for
 `Mixed_5b.branch1x1.conv.weight`), so `variables_from_state_dict` ports pytorch-fid's weight file
-(`pt_inception-2015-12-05-6726825d.pth`, read without PyTorch) or an `.npz` export of it.
-Nothing is ever downloaded.
+(`pt_inception-2015-12-05-6726825d.pth`, read without PyTorch by research/models/torch_weights.py)
+or an `.npz` export of it. Nothing is ever downloaded.
 Shape suffixes: B batch, H height, W width, C channels.
 """
 
-import collections
 import functools
 import io
-import os
-import pickle
-import zipfile
 from typing import Mapping
 
 import flax.linen as nn
@@ -32,6 +28,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fileio import atomic_write_bytes
+from research.models import torch_weights
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -248,7 +245,7 @@ def variables_from_state_dict(state_dict: Mapping, source: str = "state_dict") -
 
   Checks every name and shape; `fc.*`, `AuxLogits.*` and `num_batches_tracked` are ignored.
   """
-  arrays = {k: _to_numpy(v) for k, v in state_dict.items()
+  arrays = {k: torch_weights.to_numpy(v) for k, v in state_dict.items()
             if not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)}
   expected = expected_shapes()
   missing = sorted(set(expected) - set(arrays))
@@ -273,127 +270,16 @@ def variables_from_state_dict(state_dict: Mapping, source: str = "state_dict") -
   return variables
 
 
-def _to_numpy(value) -> np.ndarray:
-  if hasattr(value, "detach"):
-    value = value.detach().cpu().numpy()
-  return np.asarray(value)
-
-
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Arrays by torch name from a `.npz` export or from the `.pth` file itself."""
-  if not os.path.isfile(path):
-    raise UserError(f"Inception weight file {path!r} does not exist; give the path of pytorch-fid's "
-                    f"{WEIGHTS_FILE} or of an .npz export of it (nothing is downloaded)")
-  if path.endswith(".npz"):
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-      raise UserError(f"Inception weight file {path!r} is not a readable .npz: {e}") from e
-  return _read_torch_file(path)
-
-
-_STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64,
-                   "HalfStorage": np.float16, "LongStorage": np.int64, "IntStorage": np.int32,
-                   "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-                   "BoolStorage": np.bool_}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-  """numpy stand-in for torch._utils._rebuild_tensor(_v2): a strided view of a flat storage."""
-  del unused
-  item = storage.itemsize
-  return np.lib.stride_tricks.as_strided(storage[offset:], tuple(size),
-                                         tuple(s * item for s in stride)).copy()
-
-
-class _TorchUnpickler(pickle.Unpickler):
-  """Unpickles a PyTorch state_dict without torch: tensors become numpy arrays."""
-
-  def __init__(self, file, storage):
-    super().__init__(file)
-    self._storage = storage  # (dtype, key, numel) -> flat numpy array
-
-  def find_class(self, module, name):
-    if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-      return _rebuild_tensor
-    if module == "torch" and name in _STORAGE_DTYPES:
-      return np.dtype(_STORAGE_DTYPES[name])
-    if module == "collections" and name == "OrderedDict":
-      return collections.OrderedDict
-    raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a state_dict")
-
-  def persistent_load(self, pid):
-    _, dtype, key, _, numel = pid[:5]
-    flat = self._storage(dtype, str(key), int(numel))
-    view = pid[5] if len(pid) > 5 else None
-    if view is not None:  # legacy storage views: (view key, offset, size)
-      flat = flat[view[1]:view[1] + view[2]]
-    return flat
-
-
-def _read_zip_state_dict(path: str) -> dict:
-  """The zip format of torch.save (PyTorch >= 1.6): data.pkl plus one file per storage."""
-  with zipfile.ZipFile(path) as archive:
-    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-    if not pickles:
-      raise pickle.UnpicklingError("zip archive without data.pkl")
-    prefix = pickles[0][:-len("data.pkl")]
-
-    def storage(dtype, key, numel):
-      return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype.newbyteorder("<"),
-                           count=numel)
-
-    with archive.open(pickles[0]) as f:
-      return _TorchUnpickler(f, storage).load()
-
-
-def _read_legacy_state_dict(path: str) -> dict:
-  """The pre-1.6 torch.save format: pickles, then each storage as int64 count + raw bytes."""
-  with open(path, "rb") as f:
-    if pickle.load(f) != _LEGACY_MAGIC:
-      raise pickle.UnpicklingError("not a PyTorch file (bad magic number)")
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # system info
-    dtypes = {}
-
-    def placeholder(dtype, key, numel):
-      dtypes[key] = dtype
-      return np.zeros(numel, dtype)
-
-    _TorchUnpickler(f, placeholder).load()
-    flats = {}
-    for key in pickle.load(f):
-      count = int.from_bytes(f.read(8), "little")
-      dtype = dtypes[str(key)].newbyteorder("<")
-      flats[str(key)] = np.frombuffer(f.read(count * dtype.itemsize), dtype)
-  # The tensors were built before the data was read: rebuild them from the stored storages.
-  with open(path, "rb") as f:
-    for _ in range(3):
-      pickle.load(f)
-    return _TorchUnpickler(f, lambda dtype, key, numel: flats[key]).load()
-
-
-def _read_torch_file(path: str) -> dict[str, np.ndarray]:
-  """pytorch-fid's .pth read without PyTorch (zip or legacy torch.save format)."""
-  reader = _read_zip_state_dict if zipfile.is_zipfile(path) else _read_legacy_state_dict
-  try:
-    state = reader(path)
-  except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError,
-          AttributeError) as e:
-    kind = "zip" if zipfile.is_zipfile(path) else "legacy"
-    raise UserError(f"Inception weight file {path!r} ({kind} format) is not a PyTorch "
-                    f"state_dict: {type(e).__name__}: {str(e)[:200]}") from e
-  if not isinstance(state, Mapping):
-    raise UserError(f"Inception weight file {path!r} holds a {type(state).__name__}, not a "
-                    "state_dict")
-  return {k: np.asarray(v) for k, v in state.items()}
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+  """pytorch-fid's weights by torch name, from its `.pth` file or an `.npz` export of it."""
+  return torch_weights.read_state_dict(
+      path, "Inception weight file", f"give the path of pytorch-fid's {WEIGHTS_FILE} or of an "
+      ".npz export of it (nothing is downloaded)")
 
 
 def export_npz(pth_path: str, npz_path: str) -> None:
   """Convert pytorch-fid's `.pth` to an `.npz` of the same names (checked): no pickle inside."""
-  state = read_state_dict(pth_path)
+  state = _read_weights(pth_path)
   variables_from_state_dict(state, pth_path)
   buffer = io.BytesIO()
   np.savez(buffer, **state)
@@ -401,7 +287,7 @@ def export_npz(pth_path: str, npz_path: str) -> None:
 
 
 def load_variables(path: str) -> dict:
-  return variables_from_state_dict(read_state_dict(path), repr(path))
+  return variables_from_state_dict(_read_weights(path), repr(path))
 
 
 class InceptionFeatures:

@@ -1,4 +1,5 @@
-"""Ability curves against scale: where exact match crosses 50%, and forecasts of that point.
+"""Ability curves against scale: the emergence study's tables of evaluations from its sweep folder,
+where exact match crosses 50%, forecasts of that point, and the smoothness of each metric.
 
 Input is a long table of evaluations (the emergence study's metrics.csv): one row per run,
 checkpoint, task and metric with columns run, N, C, step, task, metric, value (plus the varying
@@ -15,9 +16,12 @@ cannot be made (a fit with a non-positive slope never reaches 1/2).
 """
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
+
+from research import store, tracking
 
 EPS = 1e-3  # logits are taken of values clipped to [EPS, 1 - EPS]
 
@@ -123,3 +127,124 @@ def sharpness(n, loss) -> float:
   if len(loss) < 2 or total <= 0:
     return float("nan")
   return float(np.max(-np.diff(loss)) / total)
+
+
+# The emergence study's tables (experiments/emergence.py): from its sweep folder to the curves.
+
+MAIN_METRICS = ("exact_match", "token_accuracy", "target_logprob", "edit_distance", "brier", "ece",
+                "multiple_choice_grade", "exact_match_lo", "exact_match_hi", "answer_tokens",
+                "chance")
+CONTINUOUS = ("token_accuracy", "target_logprob", "edit_distance", "brier")
+def chance(task: str) -> float:
+  """Exact match of a guess: 0.5 for sparse parity's one-bit answer (a constant guess is right
+  half the time), 0 for the other generated answers."""
+  return 0.5 if task.startswith("parity") else 0.0
+
+
+def metrics_table(workdir: str):
+  """(metrics, calibration): one row per finished run, evaluated step, task and metric (columns
+  run, N (non-embedding), C, step, task, metric, value, and D, seed, positions, N_total); the
+  reliability bins of multiple-choice tasks separately (run, N, step, task, bin, confidence,
+  accuracy, count)."""
+  runs = store.table(workdir)
+  rows, calib = [], []
+  for r in runs[runs.status == "finished"].to_dict("records"):
+    folder = store.run_dir(workdir, r["run"])
+    s = store.summary(folder)
+    config = store.read_json(os.path.join(folder, store.CONFIG)) or {}
+    cfg = config.get("config", config)
+    per_step = store.units(s) / s["steps"]
+    per_token = s["flops"] / store.units(s)
+    common = dict(run=r["run"], N=s["params_non_embedding"], N_total=s["params_total"],
+                  seed=cfg.get("seed"), positions=cfg.get("model", {}).get("positions"))
+    for rec in tracking.read_metrics(os.path.join(folder, "metrics.jsonl"), kind="eval"):
+      D = rec["step"] * per_step
+      at = dict(common, step=rec["step"], D=D, C=D * per_token)
+      if "val_loss" in rec:
+        rows.append(dict(at, task="text", metric="val_loss", value=rec["val_loss"]))
+      for key, value in rec.items():
+        task, _, metric = key.partition("/")
+        if not metric:
+          continue
+        if metric.startswith("reliability_"):
+          kind, _, b = metric[len("reliability_"):].rpartition("_")
+          calib.append(dict(at, task=task, bin=int(b), kind=kind,
+                            value=np.nan if value is None else float(value)))
+        elif metric in MAIN_METRICS:
+          rows.append(dict(at, task=task, metric=metric, value=value))
+  df = pd.DataFrame(rows)
+  cal = pd.DataFrame(calib)
+  if len(cal):
+    cal = cal.pivot_table(index=["run", "N", "seed", "positions", "step", "task", "bin"],
+                          columns="kind", values="value").reset_index()
+  return df, cal
+
+
+def crossings(df, tasks, positions: str, tolerance: float) -> list[dict]:
+  """Per task: the N and C where the seed-mean exact match crosses 50% (last checkpoints), and
+  the two forecasts from the sizes below it (a miss when more than `tolerance` decades off)."""
+  out = []
+  for task in tasks:
+    em = curve(df[df.positions == positions], task, "exact_match")
+    if em.empty or chance(task) >= 0.5:  # a 50% crossing of a coin flip says nothing
+      continue
+    acc = curve(df[df.positions == positions], task, "token_accuracy")
+    cs = curve(df[df.positions == positions], task, "exact_match", by="C")
+    tokens = curve(df[df.positions == positions], task, "answer_tokens")["mean"].mean()
+    n50 = crossing(em.N, em["mean"])
+    c50 = crossing(cs.C, cs["mean"])
+    entry = dict(task=task, positions=positions, n50_observed=n50, c50_observed=c50,
+                 answer_tokens=float(tokens), sizes=len(em),
+                 exact_match_max=float(em["mean"].max()))
+    f = forecast(em.N, em["mean"], acc["mean"], tokens, n50)
+    for method in ("per_token", "exact_match"):
+      err = decades(f[method], n50)
+      observed = n50 is not None and not math.isnan(n50)
+      entry[method] = dict(n50_forecast=f[method], decades=err,  # miss: None when not observed
+                           miss=(err is None or abs(err) > tolerance) if observed
+                           else None)
+    entry["models_used"] = f["models_used"]
+    out.append(entry)
+  return out
+
+
+def smoothness(df, tasks, positions: str = "rotary") -> list[dict]:
+  """Per task and metric: breakthroughness and linearity (BIG-bench) of the seed-mean curve in
+  log N, and whether it is monotone."""
+  from research.evals import metrics
+  out = []
+  for task in tasks:
+    for metric in ("exact_match",) + CONTINUOUS:
+      c = curve(df[df.positions == positions], task, metric)
+      if len(c) < 3:
+        continue
+      y = c["mean"].to_numpy() * (-1 if metric in ("edit_distance", "brier") else 1)
+      steps = np.diff(y)
+      out.append(dict(task=task, metric=metric,
+                      breakthroughness=metrics.breakthroughness(np.log(c.N), y),
+                      linearity=metrics.linearity(np.log(c.N), y),
+                      monotone=bool(np.all(steps >= -1e-9)),
+                      improving_steps=f"{int(np.sum(steps > 0))}/{len(steps)}"))
+  return out
+
+
+def parity_weights(c_tasks: dict, tasks: list[str]) -> dict:
+  """{parity_tNN: training frequency} (subtask i drawn with probability ~ (i+1)^-(alpha+1))."""
+  alpha = c_tasks["parity_alpha"]
+  return {t: (int(t.rsplit("_t", 1)[1]) + 1) ** -(alpha + 1) for t in tasks
+          if t.startswith("parity_t")}
+
+
+def pooled_reliability(cal):
+  """Reliability bins at each run's last step, pooled over seeds per N."""
+  if cal.empty:
+    return cal
+  last = cal.groupby("run").step.transform("max")
+  cal = cal[cal.step == last].copy()
+  cal["hits"] = cal.accuracy.fillna(0) * cal["count"]
+  cal["conf"] = cal.confidence.fillna(0) * cal["count"]
+  pooled = cal.groupby(["N", "bin"])[["hits", "conf", "count"]].sum().reset_index()
+  with np.errstate(invalid="ignore", divide="ignore"):
+    pooled["accuracy"] = pooled.hits / pooled["count"]
+    pooled["confidence"] = pooled.conf / pooled["count"]
+  return pooled

@@ -265,16 +265,19 @@ def kaplan_laws(points, n_column: str, fits: dict):
 
 
 def training_run(train: list[dict], evals: list[dict], summary: dict):
-  """One run's training loss and its study's eval curves against the training units (tokens).
+  """One run's training loss and its study's eval curves against the training units (tokens,
+  images, ...).
 
   Which eval metrics and reference levels are drawn is the study's choice, in summary["report"]
-  (research.train.loop.Report); records are as in metrics.jsonl.
+  (research.train.recipe.Report); records are as in metrics.jsonl.
   """
+  from research import store
   report = summary.get("report", {})
   unit = report.get("unit", "tokens")
-  per_step = summary["tokens"] / max(summary["steps"], 1)
+  per_step = store.units(summary) / max(summary["steps"], 1)
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-  ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], lw=1, label="train")
+  ax.plot([r.get(unit, r.get("tokens")) for r in train], [r["loss"] for r in train], lw=1,
+          label="train")
   curve_ax = ax.twinx() if report.get("curves_label") else ax
   for name in report.get("curves", ()):
     points = [(r["step"] * per_step, r[name]) for r in evals if name in r]
@@ -289,8 +292,12 @@ def training_run(train: list[dict], evals: list[dict], summary: dict):
   for key, label in report.get("levels", ()):
     if summary.get(key) is not None:
       ax.axhline(summary[key], color="k", ls="--", lw=1, label=f"{label} ({summary[key]:.3f})")
-  n = summary.get("params_non_embedding", summary.get("params_total"))
-  size = f"{n:,} non-embedding params, " if n is not None else ""
+  if summary.get("params_non_embedding") is not None:
+    size = f"{summary['params_non_embedding']:,} non-embedding params, "
+  elif summary.get("params_total") is not None:
+    size = f"{summary['params_total']:,} params, "
+  else:
+    size = ""
   _log_axes(ax, f"training {unit} D", report.get("loss_label", "loss"),
             f"{size}C = {summary['flops']:.2e} FLOPs ('{summary.get('flop_convention', '?')}')")
   ax.grid(alpha=0.3, which="both")

@@ -8,9 +8,10 @@ branch step, then its own schedule tail, so:
   * `loop.init_from = "PARENT@STEP"`: PARENT is the parent's run folder, absolute or relative to
     the folder that holds this run's folder (in a sweep, a sibling run id); STEP one of its kept
     checkpoints (the parent keeps them with `loop.keep_steps`);
-  * the configs may differ only in the schedule's length and tail and in loop, tracking and mesh
-    fields (BRANCH_MAY_CHANGE): same model, data, seed and optimizer, so that the step-indexed
-    batches and the state continue the parent's;
+  * the configs may differ only in the schedule's tail, the run's length (the fields the model
+    family's recipe names: `Recipe.length_fields`) and loop, tracking and mesh fields
+    (BRANCH_MAY_CHANGE): same model, data, seed and optimizer, so that the step-indexed batches
+    and the state continue the parent's;
   * the learning rate must equal the parent's at every step before STEP (checked against the
     parent's logged rates), e.g. WSD branches of a constant-rate parent with the same warmup;
   * the branch's metrics.jsonl starts with the parent's lines before STEP, so its logged losses up
@@ -24,9 +25,10 @@ import numpy as np
 
 from research import store, tracking
 from research.errors import UserError
+from research.train.recipe import split_init_from
 
-BRANCH_MAY_CHANGE = ("train.tokens", "train.schedule", "train.cooldown_fraction",
-                     "train.final_lr_fraction", "loop.", "tracking.", "mesh.")
+BRANCH_MAY_CHANGE = ("train.schedule", "train.cooldown_fraction", "train.final_lr_fraction",
+                     "loop.", "tracking.", "mesh.")
 FIELD = "loop.init_from"
 
 
@@ -42,13 +44,10 @@ class Parent:
 
 def parse(init_from: str, workdir: str) -> Parent:
   """'PARENT@STEP' -> Parent, with PARENT resolved beside `workdir`."""
-  path, sep, step = init_from.rpartition("@")
-  if not sep or not path or not step.isdigit():
-    raise UserError(f"config field '{FIELD}' = {init_from!r}: expected PARENT_RUN_FOLDER@STEP, "
-                    "e.g. runs/parent@1000")
+  path, step = split_init_from(init_from)
   if not os.path.isabs(path):
     path = os.path.join(os.path.dirname(os.path.abspath(workdir)), path)
-  return Parent(os.path.normpath(path), int(step))
+  return Parent(os.path.normpath(path), step)
 
 
 def checkpoint_steps(directory: str) -> list[int]:
@@ -58,8 +57,9 @@ def checkpoint_steps(directory: str) -> list[int]:
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
-def check(parent: Parent, config_dict: dict, init_from: str) -> dict:
-  """Every check that needs only the parent's files; returns the parent's config.json record."""
+def check(parent: Parent, config_dict: dict, init_from: str, length_fields=()) -> dict:
+  """Every check that needs only the parent's files; returns the parent's config.json record.
+  `length_fields`: the config fields that set a run's length, which may differ too."""
   record = store.read_json(os.path.join(parent.run_dir, store.CONFIG))
   if record is None:
     raise UserError(f"config field '{FIELD}' = {init_from!r}: no run folder at {parent.run_dir} "
@@ -72,7 +72,7 @@ def check(parent: Parent, config_dict: dict, init_from: str) -> dict:
   ours, theirs = store.flatten(config_dict), store.flatten(record["config"])
   differ = sorted(k for k in set(ours) | set(theirs)
                   if ours.get(k) != theirs.get(k) and k != FIELD
-                  and not k.startswith(BRANCH_MAY_CHANGE))
+                  and not k.startswith(BRANCH_MAY_CHANGE + tuple(length_fields)))
   if differ:
     raise UserError(f"config field '{FIELD}' = {init_from!r}: a branch must share its parent's "
                     f"model, data, seed and optimizer; these fields differ: {', '.join(differ)}")
@@ -101,12 +101,14 @@ def history(parent: Parent) -> list[tuple[str, dict]]:
   return sorted(lines, key=lambda line: (line[1]["step"], line[0] == "eval"))
 
 
-def verify(init_from: str, workdir: str, config_dict: dict, learning_rates: np.ndarray) -> None:
-  """All checks of a branch that has not started yet (launch.run calls it before any write)."""
+def verify(init_from: str, workdir: str, config_dict: dict, learning_rates: np.ndarray,
+           length_fields=()) -> None:
+  """All checks of a branch that has not started yet (research.train.run calls it before any
+  write)."""
   if not init_from or checkpoint_steps(os.path.join(workdir, "checkpoints")):
     return  # not a branch, or one resuming from its own checkpoints
   parent = parse(init_from, workdir)
-  check(parent, config_dict, init_from)
+  check(parent, config_dict, init_from, length_fields)
   check_schedule(parent, learning_rates, init_from)
 
 
@@ -115,24 +117,27 @@ def branch_step(steps: int, cooldown_fraction: float) -> int:
   return steps - max(1, round(cooldown_fraction * steps))
 
 
-def family(base, steps: list[int]) -> tuple:
+def family(base, steps: list[int], set_steps) -> tuple:
   """(parent, branches): one constant-rate run of `base` up to the last branch step, keeping its
   checkpoints at every branch step, and one WSD branch of it per entry of `steps` (a run of that
   many steps whose cooldown starts at its branch step). `base` is a locked run config with the
-  wsd schedule; the branches name the parent by run id, so they must live beside it (a sweep)."""
+  wsd schedule; `set_steps(cfg, n)` makes a config (unlocked) train n steps, as its model
+  family's recipe counts them. The branches name the parent by run id, so they must live beside
+  it (a sweep)."""
   from research import config as config_lib
-  per_step = base.train.batch_size * base.train.seq_len
   points = {n: branch_step(n, base.train.cooldown_fraction) for n in steps}
   parent = config_lib.from_dict(config_lib.to_dict(base))
   with parent.unlocked():
-    parent.train.update(schedule="constant", tokens=max(points.values()) * per_step)
+    parent.train.schedule = "constant"
+    set_steps(parent, max(points.values()))
     parent.loop.keep_steps = tuple(sorted(set(points.values())))
   parent_id = config_lib.run_id(parent)
   branches = []
   for n, at in points.items():
     run = config_lib.from_dict(config_lib.to_dict(base))
     with run.unlocked():
-      run.train.update(schedule="wsd", tokens=n * per_step)
+      run.train.schedule = "wsd"
+      set_steps(run, n)
       run.loop.init_from = f"{parent_id}@{at}"
     branches.append(run)
   return parent, branches

@@ -44,10 +44,10 @@ def loss_and_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array,
   turn (gradient accumulation in a `lax.scan`), so that the activations kept for the backward
   are one slice's.
 
-  The loss is a mean over the batch's units and aux["tokens"] counts them (the loop's
+  The loss is a mean over the batch's units and aux["units"] counts them (the loop's
   convention; without it every slice counts the same). Slices are weighted by their count, so
   the result is the whole batch's even when the slices count differently (a padded last batch):
-  the loss, its gradients and the other aux metrics are count-weighted means, aux["tokens"] the
+  the loss, its gradients and the other aux metrics are count-weighted means, aux["units"] the
   sum. Slice m's loss gets the rng fold_in(rng, m).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -60,21 +60,21 @@ def loss_and_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array,
     m, piece = inputs
     (loss, aux), grads = grad_fn(params, piece, jax.random.fold_in(rng, m))
     aux = dict(aux)
-    count = jnp.asarray(aux.pop("tokens", 1.0), jnp.float32)
+    count = jnp.asarray(aux.pop("units", 1.0), jnp.float32)
     sums = jax.tree.map(lambda x: x * count.astype(x.dtype), (loss, aux, grads))
     return jax.tree.map(jnp.add, carry, (count, sums)), None
 
   loss_shape, aux_shape = jax.eval_shape(loss_fn, params, jax.tree.map(lambda x: x[0], slices),
                                          rng)
   aux_shape = dict(aux_shape)
-  counted = aux_shape.pop("tokens", None) is not None
+  counted = aux_shape.pop("units", None) is not None
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
                        (jax.ShapeDtypeStruct((), jnp.float32), (loss_shape, aux_shape, params)))
   (count, (loss, aux, grads)), _ = jax.lax.scan(
       accumulate, zeros, (jnp.arange(microbatches, dtype=jnp.int32), slices))
   scale = 1.0 / jnp.where(count > 0, count, 1.0)
   loss, aux, grads = jax.tree.map(lambda x: x * scale.astype(x.dtype), (loss, aux, grads))
-  return loss, ({**aux, "tokens": count} if counted else aux), grads
+  return loss, ({**aux, "units": count} if counted else aux), grads
 
 
 def train_step(state: TrainState, batch: dict, lr=1.0, *, loss_fn: LossFn,

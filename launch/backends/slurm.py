@@ -23,10 +23,12 @@ import subprocess
 import sys
 import time
 
+from launch import plan as plan_lib
 from launch import worker as worker_lib
 from research import store
 from research.errors import UserError
 
+LABEL = "Slurm"
 JOBS = "jobs.json"
 QUEUED = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
           "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT")
@@ -158,11 +160,6 @@ class SlurmRuns:
     return submitit.helpers.DelayedSubmission(SlurmRuns(self.tasks, self.threads, self.cache_dir))
 
 
-def _analyze(workdir: str) -> dict:
-  from launch import sweep as sweep_lib
-  return sweep_lib.analyze(workdir)
-
-
 def read_jobs(workdir: str) -> dict:
   return store.read_json(os.path.join(workdir, "slurm", JOBS)) or {"runs": {}, "analysis": []}
 
@@ -179,6 +176,18 @@ def queue_states(workdir: str) -> dict[str, str]:
       state = "PENDING"  # just submitted: sacct may not list it yet
     out[run_id] = state
   return out
+
+
+def queue(workdir: str) -> dict:
+  """{run id: (Slurm state of its newest job, job id)} for a sweep submitted to Slurm, else {}."""
+  if not os.path.exists(os.path.join(workdir, "slurm", JOBS)):
+    return {}
+  if importlib.util.find_spec("submitit") is None:
+    print("Slurm: the queue is not shown (this sweep was submitted to Slurm; pip install "
+          "submitit to read its jobs' states)")
+    return {}
+  jobs = read_jobs(workdir)["runs"]
+  return {run: (state, jobs[run]["job"]) for run, state in queue_states(workdir).items()}
 
 
 def submit(workdir: str, record: dict, tasks: list, options: Options, threads: int) -> dict:
@@ -207,7 +216,7 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
     chunks += wave_chunks
   after = _executor(folder, dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1),
                     1, f"analyze-{record['name']}", dependency=f"afterany:{array_id}")
-  analysis = after.submit(_analyze, os.path.abspath(workdir))
+  analysis = after.submit(plan_lib.analyze, os.path.abspath(workdir))
   entries = read_jobs(workdir)
   now = time.time()
   for job, chunk in zip(jobs, chunks):
@@ -219,10 +228,29 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
           "runs": {t.run_id: j.job_id for j, c in zip(jobs, chunks) for t in c}}
 
 
-def options_from_args(args, record: dict, threads: int) -> Options:
+def add_arguments(parser) -> None:
+  slurm = parser.add_argument_group("--backend slurm (see docs/slurm.md)")
+  slurm.add_argument("--partition", help="Slurm partition")
+  slurm.add_argument("--time", default="1:00:00", help="time limit per array task, [D-]HH:MM:SS")
+  slurm.add_argument("--gpus-per-run", type=int, default=0)
+  slurm.add_argument("--cpus-per-run", type=int, default=None,
+                     help="CPUs per array task (default: --threads-per-worker)")
+  slurm.add_argument("--mem", help="memory per node, e.g. 16G")
+  slurm.add_argument("--account")
+  slurm.add_argument("--qos")
+  slurm.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                     help="any other sbatch option, e.g. constraint=a100 (repeatable)")
+  slurm.add_argument("--nodes-per-run", type=int, default=1,
+                     help="nodes (one process each) that train one run together (multi-host)")
+  slurm.add_argument("--runs-per-task", type=int, default=1,
+                     help="runs trained one after another by each array task (pack small runs)")
+  slurm.add_argument("--wait", action="store_true",
+                     help="follow the jobs with a progress bar until the analysis has run")
+
+
+def check(args, record: dict, states: dict, threads: int) -> Options:
   """Checked Slurm options from `launch sweep`'s arguments, before anything is written or
   submitted."""
-  from launch import sweep as sweep_lib
   check_available()
   if args.runs_per_task < 1:
     raise UserError(f"--runs-per-task {args.runs_per_task}: must be at least 1")
@@ -236,12 +264,12 @@ def options_from_args(args, record: dict, threads: int) -> Options:
                           extra=parse_extra(args.slurm_extra),
                           runs_per_task=args.runs_per_task, nodes=args.nodes_per_run)
   limit_s = options.time_min * 60
-  if limit_s <= SIGNAL_DELAY_S + sweep_lib.OVERHEAD_S:
+  if limit_s <= SIGNAL_DELAY_S + plan_lib.OVERHEAD_S:
     raise UserError(f"--time {args.time}: Slurm signals a job {SIGNAL_DELAY_S} s before "
                     "its time limit so that the run can checkpoint; give it more than "
-                    f"{(SIGNAL_DELAY_S + sweep_lib.OVERHEAD_S) / 60:.0f} minutes")
+                    f"{(SIGNAL_DELAY_S + plan_lib.OVERHEAD_S) / 60:.0f} minutes")
   if not options.gpus_per_run:  # on CPUs this machine's speed is a fair guess
-    rate, overhead, basis = sweep_lib.rate_estimate(args.workdir, record, threads)
+    rate, overhead, basis = plan_lib.rate_estimate(args.workdir, record, threads)
     for r in record["runs"]:
       every = r["config"]["loop"]["checkpoint_every"]
       interval_s = r["C"] / rate * min(1.0, every / max(r.get("steps", every), 1)) + overhead
@@ -254,7 +282,7 @@ def options_from_args(args, record: dict, threads: int) -> Options:
   return options
 
 
-def launch(args, record: dict, options: Options, threads: int) -> int:
+def launch(args, record: dict, options: Options, workers: int, threads: int) -> int:
   """Submit what has neither finished nor is queued; with --wait, follow it to the end."""
   states = store.states(args.workdir, record)
   queue = queue_states(args.workdir)
@@ -277,11 +305,9 @@ def launch(args, record: dict, options: Options, threads: int) -> int:
 def follow(workdir: str, record: dict) -> int:
   """Poll the store and the queue until no run is queued and the analysis job has ended."""
   import submitit
-
-  from launch import sweep as sweep_lib
   todo = [r["run"] for r in record["runs"]
           if store.run_state(store.run_dir(workdir, r["run"])) != "finished"]
-  progress = sweep_lib.Progress(workdir, record, todo)
+  progress = plan_lib.Progress(workdir, record, todo)
   analysis = read_jobs(workdir)["analysis"]
   folder = os.path.join(workdir, "slurm")
   try:

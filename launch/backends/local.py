@@ -10,6 +10,8 @@ compiled again by another or by a later launch.
 
 A worker that dies (a crash, the OOM killer) marks its run failed and is replaced; a worker
 whose parent dies gets SIGTERM (Linux's parent-death signal), saves a checkpoint and exits.
+Ctrl-C or SIGTERM to the sweep starts no new run and asks the running ones to checkpoint and
+stop. When the runs are done, the study's analysis runs here over what finished.
 """
 
 import ctypes
@@ -17,11 +19,16 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 
+from launch import plan as plan_lib
 from launch import worker as worker_lib
 from research import store
+from research.errors import UserError
+from research.train.clocks import StopSignal
 
+LABEL = "local"
 PR_SET_PDEATHSIG = 1
 
 
@@ -158,3 +165,69 @@ class LocalBackend:
       result = worker_lib.Result(task.run_id, "failed", reason)
     slot["task"] = None
     on_done(result)
+
+
+# The backend's entry points (launch/backends/__init__.py).
+
+def add_arguments(parser) -> None:
+  """No options of its own: --workers and --threads-per-worker are every backend's."""
+
+
+def check(args, record: dict, states: dict, threads: int):
+  running = [r for r, s in states.items() if s == "running"]
+  if running:
+    raise UserError(f"another process is training runs of {args.workdir} "
+                    f"({', '.join(running)}); wait for it or stop it first "
+                    f"(python -m launch status --workdir {args.workdir})")
+  return None
+
+
+def queue(workdir: str) -> dict:
+  return {}
+
+
+def launch(args, record: dict, options, workers: int, threads: int) -> int:
+  """Train what has not finished in the pool, then the analysis: 0 when every run finished, 1
+  when some failed, 130 when a signal stopped the sweep (running runs checkpointed)."""
+  states = store.states(args.workdir, record)
+  todo = [r for r in record["runs"] if states[r["run"]] != "finished"]
+  counts = {s: sum(v == s for v in states.values()) for s in store.STATES}
+  new = sum(s == "pending" for s in states.values())
+  print(f"sweep {args.workdir}: {counts['finished']} finished, {len(todo)} to train "
+        f"({counts['interrupted']} to resume, {counts['failed']} to retry, {new} new); "
+        f"{workers} worker(s) x {threads} thread(s)")
+  failed = _train(args.workdir, record, todo, workers, threads) if todo else []
+  if failed is None:
+    return 130
+  plan_lib.analyze(args.workdir)
+  if failed:
+    print(f"{len(failed)} run(s) failed; run the same command again to retry them:",
+          file=sys.stderr)
+    for result in failed:
+      print(f"  {result.run_id}: {result.reason}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def _train(workdir: str, record: dict, todo: list[dict], workers: int, threads: int):
+  """Failed results, or None when a signal stopped the sweep (running runs checkpointed)."""
+  backend = LocalBackend(workers, threads, worker_lib.cache_dir(workdir))
+  tasks = worker_lib.tasks_for(workdir, record, todo)
+  progress = plan_lib.Progress(workdir, record, [t.run_id for t in tasks])
+  start = time.time()
+  with StopSignal() as stop:  # stop starting runs; running ones checkpoint and stop
+    try:
+      backend.run(tasks, progress.start, progress.end, progress.tick,
+                  lambda: stop.received is not None)
+    finally:
+      progress.close()
+  summaries = [store.summary(store.run_dir(workdir, r)) for r in progress.done]
+  compile_s = sum(s.get("compile_s", 0.0) for s in summaries)
+  busy_s = sum(s["wall_s"] for s in summaries)
+  print(f"trained {len(progress.done)} run(s) in {plan_lib.hms(time.time() - start)} of wall "
+        f"time; the runs took {busy_s:.1f} s in all, {compile_s:.1f} s of it compiling")
+  if stop.received:
+    print(f"{stop.received}: stopped; running runs saved checkpoints. Run the same command again "
+          "to resume.", file=sys.stderr)
+    return None
+  return progress.failed

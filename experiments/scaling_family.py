@@ -1,0 +1,68 @@
+"""The scaling studies' model family (experiments/chinchilla.py, kaplan.py, lr_transfer.py): the
+language model of experiments/lm.py with an untied readout and muP, trained with WSD, on one
+model ladder (research/models/ladder.py); each ladder size is one constant-rate parent run with
+cooldown branches at the token counts a study needs (research/train/branch.py)."""
+
+import ml_collections
+
+from experiments import common, lm
+from research.recipes import lm as lm_recipe
+from research.train import branch
+
+# The ladder of muP models per preset: aspect d_model / n_layers, head size, d_ff / d_model and
+# muP's base width (where the learning rate was tuned: results/lr-transfer/).
+LADDERS = {
+    "smoke": dict(aspect=16.0, head_size=8, ff_ratio=4, base_width=16),
+    "cpu": dict(aspect=16.0, head_size=4, ff_ratio=4, base_width=24),
+    "synthetic": dict(aspect=16.0, head_size=4, ff_ratio=4, base_width=24),
+    "gpu": dict(aspect=64.0, head_size=64, ff_ratio=4, base_width=256),
+}
+
+
+def family(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The shared setup on top of an LM preset: untied readout (muP needs it), context 128,
+  batches of 16 x 128 tokens, WSD with a 20-step warmup and a cooldown over the last 20% to 0,
+  16 validation batches, no intermediate evaluations or checkpoints. Returns c."""
+  c.model.update(tied_embeddings=False, context=128)
+  c.train.update(batch_size=16, seq_len=128, schedule="wsd", warmup_steps=20,
+                 cooldown_fraction=0.2, final_lr_fraction=0.0)
+  c.data.val_batches = 16
+  c.loop.update(log_every=20, eval_every=1_000_000, checkpoint_every=1_000_000)
+  return c
+
+
+def get_config(preset: str) -> ml_collections.ConfigDict:
+  """One run of the ladder under muP with the base width's tuned learning rate, for a preset of
+  the Chinchilla and Kaplan studies (smoke, cpu, synthetic, gpu); no sweep group."""
+  c = family(lm.get_config("smoke"))
+  c.model.parametrization = "mup"
+  c.train.lr = 0.031  # the LR-transfer pilot's (results/PREREGISTRATION-scaling.md)
+  c.tracking.flop_convention = "full"
+  if preset == "smoke":
+    c.model.context = 64
+    c.train.update(batch_size=8, seq_len=64, warmup_steps=10)
+    c.data.val_batches = 4
+  elif preset in ("cpu", "synthetic"):
+    c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
+  elif preset == "gpu":
+    c.model.update(context=1024, dtype="bfloat16")
+    c.data.update(source="tfds:local_text", val_batches=32)  # docs/data.md: prepare your corpus
+    c.train.update(batch_size=256, seq_len=1024, warmup_steps=500,  # tune lr: lr_transfer.py
+                   tokens=256 * 1024 * 4000)
+    c.loop.update(log_every=50, checkpoint_every=1000)
+  c.model.mup_base_d_model = LADDERS[preset]["base_width"]
+  c.model.mup_base_d_head = LADDERS[preset]["head_size"]
+  return c
+
+
+def ladder_runs(c: ml_collections.ConfigDict, steps_by_shape) -> list[ml_collections.ConfigDict]:
+  """Per (ladder shape, step counts) of `steps_by_shape`, in order: one constant-rate parent run
+  of that shape, keeping its checkpoints at the branch steps, and a WSD cooldown branch of it per
+  step count (research.train.branch.family); parents first, then the branches."""
+  parents, runs = [], []
+  for shape, steps in steps_by_shape:
+    sized = common.expand(c, [lambda run: run.model.update(**shape.model_fields())])[0]
+    parent, branches = branch.family(sized, steps, lm_recipe.set_steps)
+    parents.append(parent)
+    runs += branches
+  return parents + runs

@@ -1,0 +1,175 @@
+"""The decoder-only language model as a family: its config's checks, data, size, and the recipe
+of one run (research.train.recipe.Recipe) that the loop trains.
+
+A study's config for this family has the groups `model` (research.models.transformer's
+TransformerConfig fields), `data` (a source of research.data.text), `train` (the token budget,
+batch, optimizer and schedule of research.train.optim) and the loop's groups
+(research.config.run_groups). D counts tokens; C is the training FLOPs per token under
+`tracking.flop_convention` times D.
+"""
+
+import math
+import warnings
+
+from research import accounting
+from research.data import text
+from research.errors import require
+from research.evals import lm as lm_evals
+from research.models import transformer
+from research.train import optim
+from research.train.recipe import Recipe, Report
+
+LENGTH_FIELDS = ("train.tokens",)
+
+
+def model_config(c) -> transformer.TransformerConfig:
+  return transformer.TransformerConfig(**c.model.to_dict())
+
+
+def num_steps(c) -> int:
+  return math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len))
+
+
+def set_steps(c, steps: int) -> None:
+  """Make the (unlocked) config train `steps` steps: its token budget (research.train.branch)."""
+  c.train.tokens = steps * c.train.batch_size * c.train.seq_len
+
+
+def validate(c) -> None:
+  """Every check that needs no data and no compilation."""
+  m = c.model
+  for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
+    require(isinstance(m[field], int) and m[field] >= 1, f"model.{field}", m[field],
+            "must be a positive integer")
+  require(m.d_model % m.n_heads == 0, "model.n_heads", m.n_heads,
+          f"must divide model.d_model = {m.d_model}")
+  require(m.positions in ("rotary", "learned"), "model.positions", m.positions,
+          "allowed: rotary, learned")
+  if m.positions == "rotary":
+    require((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", m.n_heads,
+            "rotary positions need an even head size d_model / n_heads")
+  require(m.norm in ("rmsnorm", "layernorm"), "model.norm", m.norm, "allowed: rmsnorm, layernorm")
+  require(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype,
+          "allowed: float32, bfloat16")
+  require(isinstance(m.attention_block, int) and m.attention_block >= 0, "model.attention_block",
+          m.attention_block, "must be 0 (one block) or a positive number of queries per block")
+  require(m.parametrization in ("standard", "mup"), "model.parametrization", m.parametrization,
+          "allowed: standard, mup")
+  require(m.parametrization != "mup" or not m.tied_embeddings, "model.tied_embeddings",
+          m.tied_embeddings, "muP needs an untied readout (false): a tied one is updated along "
+          "the input embedding's gradient, and its logit updates shrink with width (tests/"
+          "test_mup.py)")
+  for field in ("mup_base_d_model", "mup_base_d_head"):
+    require(isinstance(m[field], int) and m[field] >= 0, f"model.{field}", m[field],
+            "must be 0 (this model's own) or a positive integer")
+  require(m.attention in transformer.ATTENTION, "model.attention", m.attention,
+          f"allowed: {', '.join(transformer.ATTENTION)}")
+  if m.attention == "cudnn":
+    problem = transformer.cudnn_problem(model_config(c))
+    require(problem is None, "model.attention", m.attention,
+            f"cuDNN's fused attention cannot run this model: {problem}")
+  require(m.remat in transformer.REMAT_POLICIES, "model.remat", m.remat,
+          f"allowed: {', '.join(transformer.REMAT_POLICIES)}")
+  tp = c.mesh.model
+  require(isinstance(tp, int) and tp >= 1, "mesh.model", tp, "must be a positive integer")
+  require(m.n_heads % tp == 0 and m.d_ff % tp == 0, "mesh.model", tp,
+          f"tensor parallelism splits the attention heads and the MLP's hidden units: it must "
+          f"divide model.n_heads = {m.n_heads} and model.d_ff = {m.d_ff}")
+  require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
+          f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
+  t = c.train
+  require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be a positive integer")
+  require(1 <= t.seq_len <= m.context, "train.seq_len", t.seq_len,
+          f"must be in [1, model.context = {m.context}]")
+  require(t.tokens >= 1, "train.tokens", t.tokens, "must be a positive number of tokens")
+  require(c.tracking.flop_convention in accounting.FLOP_CONVENTIONS,
+          "tracking.flop_convention", c.tracking.flop_convention,
+          f"allowed: {', '.join(accounting.FLOP_CONVENTIONS)}")
+  require(c.data.val_batches >= 1, "data.val_batches", c.data.val_batches, "must be >= 1")
+  optim.validate(t, num_steps(c))
+
+
+def load_data(c) -> text.TextData:
+  return text.load(c.data.source, seed=c.seed, val_fraction=c.data.val_fraction,
+                   tfds_data_dir=c.data.tfds_data_dir or None)
+
+
+def size(c) -> dict:
+  """N (total), N_nonemb, D (tokens), C (FLOPs under tracking.flop_convention) and the number of
+  steps of one run; for a branch (loop.init_from) also C_start, the FLOPs its parent trained
+  before the branch step, which the branch does not train itself."""
+  mcfg = model_config(c)
+  counts = transformer.param_counts(mcfg)
+  flops = transformer.train_flops_per_token(mcfg, c.train.seq_len, c.tracking.flop_convention)
+  out = dict(N=counts.total, N_nonemb=counts.non_embedding, D=c.train.tokens,
+             C=float(c.train.tokens) * flops, flop_convention=c.tracking.flop_convention,
+             steps=num_steps(c))
+  step = c.loop.init_from.rpartition("@")[2]
+  if step:
+    out["C_start"] = out["C"] * int(step) / out["steps"]
+  return out
+
+
+REPORT = Report(
+    header=(("params", "total {params_total:,}  non-embedding {params_non_embedding:,}  "
+                       "embedding {params_embedding:,}"),),
+    metrics=(("final_val_loss", "val loss  ", "nats/token"),
+             ("final_val_bpb", "val bpb   ", "bits/byte"),
+             ("entropy_rate_nats", "entropy rate of the synthetic language", "nats/token")),
+    curves=("val_loss",), levels=(("entropy_rate_nats", "entropy rate of the data"),),
+    unit="tokens", loss_label="loss (nats / token)")
+
+
+def data_note(data: text.TextData, tokens: int) -> str:
+  """How often the run sees its data, for the summary's D line."""
+  if data.unique_train_tokens is None:
+    return "fresh samples every step: no repeated data"
+  return f"{data.epochs(tokens):.2f} epochs of the {data.unique_train_tokens:,} unique tokens"
+
+
+def recipe(c, data: text.TextData | None = None) -> Recipe:
+  """One run of the config; `data` replaces the config's data source (a study's own mixture:
+  experiments/emergence.py), else it is loaded from c.data."""
+  data = load_data(c) if data is None else data
+  mcfg = model_config(c)
+  warning = text.budget_warning(data, c.train.tokens)
+  if warning:
+    warnings.warn(warning)
+  apply_fn = lambda params, tokens: transformer.apply(mcfg, params, tokens)  # noqa: E731
+  steps = num_steps(c)
+  B, L = c.train.batch_size, c.train.seq_len
+  val = data.val_batches(c.data.val_batches, B, L)
+  counts = transformer.param_counts(mcfg)
+  flops = {conv: transformer.train_flops_per_token(mcfg, L, conv)
+           for conv in accounting.FLOP_CONVENTIONS}
+  implementation = transformer.attention_implementation(mcfg)  # here: this process's backend
+  facts = {
+      "params_total": counts.total, "params_embedding": counts.embedding,
+      "params_non_embedding": counts.non_embedding,
+      "flop_convention": c.tracking.flop_convention,
+      "flops_per_token": flops,
+      "tokens_budget": c.train.tokens,
+      "epochs": data.epochs(c.train.tokens),
+      "data": data.describe(),
+      "data_note": data_note(data, c.train.tokens),
+      "entropy_rate_nats": data.entropy_rate_nats,
+      "attention": implementation,
+  }
+  return Recipe(
+      init=lambda rng: transformer.init_params(mcfg, rng),
+      loss=lm_evals.lm_loss(apply_fn),
+      train_batch=lambda step: data.train_batch(step, B, L, token_budget=c.train.tokens),
+      num_steps=steps,
+      batch_size=B,
+      optimizer=optim.optimizer(c.train, transformer.lr_multiplier(mcfg)
+                                if mcfg.parametrization == "mup" else None),
+      lr_schedule=optim.schedule(c.train, steps),
+      flops_per_unit=flops[c.tracking.flop_convention],
+      compute_dtype=c.model.dtype,
+      evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
+      facts=facts,
+      report=REPORT,
+      partition_rules=transformer.TENSOR_PARALLEL_RULES,
+      activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
+          mcfg, rows, L, model_parallel, implementation),
+      length_fields=LENGTH_FIELDS)

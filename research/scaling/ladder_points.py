@@ -1,0 +1,88 @@
+"""From a sweep folder of the model ladder (parents and their WSD branches) to the table of points
+that the Chinchilla and Kaplan analyses fit, under each convention of N and C; the time the runs
+spent, split."""
+
+import json
+import os
+
+import numpy as np
+
+from research import store
+
+CONVENTIONS = {  # name: (N column, how C is counted)
+    "N total, C = 6ND": ("N", "6ND"),
+    "N non-embedding, C = 6ND": ("N_nonemb", "6ND"),
+    "N total, C full count": ("N", "full"),
+    "N non-embedding, C full count": ("N_nonemb", "full"),
+}
+
+
+def step_speed(run_dir: str) -> tuple:
+  """(tokens/s, MFU): medians over the train steps this run logged itself (not those a branch
+  copied from its parent, nor the first, which includes compiling)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None, None
+  own, start = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if r.get("event") == "branch":
+        start = r.get("from_step", 0)
+      elif r.get("kind") == "train" and r.get("step", -1) > start and "tokens_per_s" in r:
+        own.append(r)
+  own = [r for r in own if r["step"] >= start][1:] or own
+  if not own:
+    return None, None
+  return (float(np.median([r["tokens_per_s"] for r in own])),
+          float(np.median([r.get("mfu", np.nan) for r in own])))
+
+
+def points_table(workdir: str):
+  """(runs.csv's table of every planned run with its role and speed, the finished points with
+  their budget id: runs whose C, counted in full, lie within 0.05 dex share one)."""
+  from research.scaling import table
+  df = store.table(workdir)
+  roles = {}
+  for r in store.read_sweep(workdir)["runs"]:
+    t = r["config"]["train"]
+    roles[r["run"]] = "parent" if t["schedule"] == "constant" else "point"
+  df["role"] = [roles[run] for run in df.run]
+  speed = [step_speed(store.run_dir(workdir, run)) for run in df.run]
+  df["tokens_per_s"], df["mfu"] = [s[0] for s in speed], [s[1] for s in speed]
+  times = [store.summary(store.run_dir(workdir, run)) or {} for run in df.run]
+  df["compile_s"], df["eval_s"] = ([t.get(k) for t in times] for k in ("compile_s", "eval_s"))
+  points = df[(df.role == "point") & (df.status == "finished")].copy().reset_index(drop=True)
+  points["budget"] = table.budgets(points.C.to_numpy(float)) if len(points) else []
+  return df, points
+
+
+def runs_under(points, n_column: str, count: str):
+  """The points as research.scaling.table.Runs under one convention: N from `n_column`, C our
+  full count ("full") or 6ND with that N ("6ND"); k = C / (N D), the median."""
+  from research.scaling import table
+  frame = points.assign(C_used=points.C if count == "full"
+                        else 6.0 * points[n_column] * points.D)
+  k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
+  return table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss", run="run",
+                               flops_per_param_token=k,
+                               n_convention="total" if n_column == "N" else "non-embedding")
+
+
+def time_split(df) -> dict:
+  """Seconds the finished runs spent compiling, evaluating (its first compile included) and
+  training (the rest of their wall time), summed over runs (workers run side by side)."""
+  done = df[df.status == "finished"]
+  compile_s, eval_s = float(done.compile_s.fillna(0).sum()), float(done.eval_s.fillna(0).sum())
+  return dict(runs=int(len(done)), run_s=float(done.wall_s.sum()), compile_s=compile_s,
+              eval_s=eval_s, train_s=float(done.wall_s.sum()) - compile_s - eval_s)
+
+
+def format_time(split: dict, analysis_s: float) -> str:
+  return (f"Time (summed over the {split['runs']} runs; workers train side by side): "
+          f"{split['run_s']:.0f} s of runs = {split['compile_s']:.0f} s compiling + "
+          f"{split['eval_s']:.0f} s evaluating + {split['train_s']:.0f} s training; the analysis "
+          f"took {analysis_s:.0f} s.")
