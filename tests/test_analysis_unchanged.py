@@ -70,3 +70,11 @@ def test_the_comparison_sees_a_moved_number():
                                                                     "expected 2.0"]
   assert differences({"a": [1.0], "c": "y"}, want) == ["fit.json/a: 1 items, expected 2",
                                                        "fit.json/c: 'y', expected 'x'"]
+
+
+def test_the_fixtures_name_no_machine_paths():
+  for root, _, files in os.walk(HERE):
+    for name in files:
+      if name.endswith((".json", ".jsonl")):
+        with open(os.path.join(root, name)) as f:
+          assert '": "/' not in f.read(), os.path.join(root, name)

@@ -5,8 +5,9 @@
 SWEEPS_DIR holds one folder per smoke sweep, named as STUDIES below says, each made by
 `python -m launch sweep --config experiments/<study>.py:<preset> --workdir SWEEPS_DIR/<name>`.
 Each fixture keeps what the study's analysis reads (sweep.json with the study path made relative;
-per run config.json, summary.json, status.json, the eval and event lines of metrics.jsonl, a cached
-sampler comparison) and the fit.json the analysis wrote there, as expected_fit.json. The committed
+per run config.json, summary.json, status.json, the eval and event lines of metrics.jsonl with a
+branch's parent named relative to the sweep folder, a cached sampler comparison) and the fit.json
+the analysis wrote there, as expected_fit.json. The committed
 fixtures were made on main at 577b2ad, before the house was rebuilt (issue 18), on 2026-12-01.
 """
 
@@ -44,7 +45,16 @@ def main(sweeps: str) -> None:
           shutil.copy(os.path.join(folder, file), os.path.join(out, file))
       with open(os.path.join(folder, "metrics.jsonl")) as f, \
           open(os.path.join(out, "metrics.jsonl"), "w") as g:
-        g.writelines(line for line in f if '"kind": "train"' not in line)
+        g.writelines(_relative(line, src) for line in f if '"kind": "train"' not in line)
+
+
+def _relative(line: str, sweep: str) -> str:
+  """A branch event's parent folder relative to the sweep folder (no machine paths)."""
+  record = json.loads(line)
+  if record.get("event") != "branch":
+    return line
+  record["parent"] = os.path.relpath(record["parent"], sweep)
+  return json.dumps(record) + "\n"
 
 
 if __name__ == "__main__":
