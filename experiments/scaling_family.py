@@ -14,9 +14,9 @@ from research.train import branch
 LADDERS = {
     "smoke": dict(aspect=16.0, head_size=8, ff_ratio=4, base_width=16),
     "cpu": dict(aspect=16.0, head_size=4, ff_ratio=4, base_width=24),
-    "synthetic": dict(aspect=16.0, head_size=4, ff_ratio=4, base_width=24),
     "gpu": dict(aspect=64.0, head_size=64, ff_ratio=4, base_width=256),
 }
+LADDERS["synthetic"] = LADDERS["cpu"]  # the cpu plan's shape on the generated language
 
 
 def family(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -21,8 +21,9 @@ MFU_PRIOR = 0.25         # guessed share of the measured matmul peak, before any
 OVERHEAD_S = 6.0         # guessed start-up and compile seconds per run, likewise
 
 
-def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> tuple[dict, object]:
-  """(the sweep record for sweep.json, the study module): every check before anything is written."""
+def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> dict:
+  """The sweep record for sweep.json, after every check that can be made before anything is
+  written."""
   import jax
 
   from research.train.recipe import LoopSpec
@@ -52,7 +53,7 @@ def make_plan(spec: str, overrides: list[str], threads: int, workdir: str) -> tu
   return dict(spec=spec, study=path, preset=spec.partition(":")[2], overrides=list(overrides),
               name=os.path.basename(os.path.abspath(workdir)), threads_per_run=threads,
               varying=varying, runs=runs, created=time.time(),
-              plans=[dict(spec=spec, overrides=list(overrides))]), module
+              plans=[dict(spec=spec, overrides=list(overrides))])
 
 
 def rate_estimate(workdir: str, record: dict, threads: int) -> tuple[float, float, str]:

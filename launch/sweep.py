@@ -57,8 +57,8 @@ def main(argv) -> int:
   stored = store.read_json(os.path.join(args.workdir, store.SWEEP))
   backend = backends.get(args.backend)
   workers, threads = _layout(args, stored)
-  plan, _ = plan_lib.make_plan(args.config, overrides, threads, args.workdir)
-  record, _ = store.prepare_sweep(args.workdir, plan, extend=args.extend)
+  plan = plan_lib.make_plan(args.config, overrides, threads, args.workdir)
+  record = store.prepare_sweep(args.workdir, plan, extend=args.extend)
   states = store.states(args.workdir, record) if os.path.isdir(args.workdir) else {}
   rate, overhead, basis = plan_lib.rate_estimate(args.workdir, record, threads)
   print(plan_lib.format_plan(record, states, rate, overhead, basis, workers))

@@ -12,6 +12,8 @@ import warnings
 import jax
 import orbax.checkpoint as ocp
 
+from research.errors import UserError
+
 
 class Checkpointer:
   """A thin wrapper around `ocp.CheckpointManager` for one run directory."""
@@ -39,59 +41,68 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
 
+  def _newest_readable(self, step: int | None, read):
+    """(read(candidate), candidate) for `step`, or for the newest checkpoint that `read` does not
+    fail on, older ones tried with a warning; (None, the last error) when none could be read. A
+    UserError from `read` refuses the checkpoint for what it is (another run's, say), not for
+    being damaged, and propagates."""
+    candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+    error = None
+    for candidate in candidates:
+      try:
+        return read(candidate), candidate
+      except UserError:
+        raise
+      except Exception as e:  # noqa: BLE001  (any unreadable checkpoint falls back)
+        error = e
+        self._unreadable(candidate, e, step)
+    return None, error
+
   def restore(self, abstract_state, step: int | None = None, check_meta=None):
     """(state, meta, step) from `step` or the newest readable checkpoint; None if there is none.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with shardings (see
     `abstract_like`): without it Orbax hands optax states back as plain lists. `check_meta(meta)`
-    runs before the state is read and may raise (say, for a checkpoint of another run); its
-    error is not mistaken for a damaged checkpoint.
+    runs before the state is read and may raise a UserError (say, for a checkpoint of another
+    run), which is not mistaken for a damaged checkpoint.
     """
-    candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
-    for candidate in candidates:
-      try:
-        meta = self.manager.restore(
-            candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-      except Exception as e:  # noqa: BLE001  (any unreadable checkpoint falls back)
-        self._unreadable(candidate, e, step)
-        continue
+
+    def read(candidate: int):
+      meta = self.manager.restore(candidate,
+                                  args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
       if check_meta is not None:
         check_meta(meta)
-      try:
-        restored = self.manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
-      except Exception as e:  # noqa: BLE001
-        self._unreadable(candidate, e, step)
-        continue
-      return restored["state"], meta, candidate
-    return None
+      state = self.manager.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+      return state, meta
+
+    found, step_read = self._newest_readable(step, read)
+    return None if found is None else (found[0], found[1], step_read)
 
   def restore_subtree(self, path: tuple[str, ...], abstract, step: int | None = None):
     """(subtree, step): only the part of the saved train state at `path` (("params",), or
     ("opt_state", "ema") for an EMA kept in the optimizer state), from `step` or the newest
     readable checkpoint, into `abstract` (ShapeDtypeStructs with shardings): a partial restore
     that reads nothing else and needs no optimizer to build a target. Falls back to older
-    checkpoints with a warning, as `restore` does; raises the first error when none fits."""
+    checkpoints with a warning, as `restore` does; raises the last error when none fits."""
     item = abstract
     for key in reversed(path):
       item = {key: item}
     args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
         partial_restore=True))
-    candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
-    first = None
-    for candidate in candidates:
-      try:
-        tree = self.manager.restore(candidate, args=args)["state"]
-      except Exception as e:  # noqa: BLE001  (damaged, or another model's state)
-        first = first or e
-        if step is None and candidate != candidates[-1]:
-          self._unreadable(candidate, e, None)
-        continue
+
+    def read(candidate: int):
+      tree = self.manager.restore(candidate, args=args)["state"]
       for key in path:
         tree = tree[key]
-      return tree, candidate
-    raise first if first is not None else FileNotFoundError(f"no checkpoint in {self.directory}")
+      return tree
+
+    tree, found = self._newest_readable(step, read)
+    if tree is None:
+      raise found if found is not None else FileNotFoundError(f"no checkpoint in "
+                                                               f"{self.directory}")
+    return tree, found
 
   def _unreadable(self, candidate: int, error: Exception, requested: int | None) -> None:
     if requested is not None:

@@ -190,8 +190,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> tuple[dict, list[str]]:
-  """Checks `plan` against what `workdir` holds, without writing: (the record to write, new ids).
+def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> dict:
+  """Checks `plan` against what `workdir` holds, without writing: the record to write.
 
   `plan` has the keys of sweep.json; its "runs" list entries have "run", "config" and size keys.
   A folder of another plan is refused unless `extend`, which appends the new runs to it.
@@ -203,7 +203,7 @@ def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> tuple[dict, list
     if os.path.isdir(workdir) and os.listdir(workdir):
       raise UserError(f"--workdir {workdir!r} is a non-empty folder without {SWEEP}: not a sweep "
                       "folder; choose an empty or new folder")
-    return plan, [r["run"] for r in plan["runs"]]
+    return plan
   if stored.get("threads_per_run") != plan["threads_per_run"]:
     raise UserError(
         f"sweep {workdir!r} trains each run with {stored.get('threads_per_run')} thread(s), fixed "
@@ -212,7 +212,7 @@ def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> tuple[dict, list
   old = {r["run"] for r in stored["runs"]}
   new = [r for r in plan["runs"] if r["run"] not in old]
   if not new:  # this plan, or a part of an extended one
-    return stored, []
+    return stored
   if not extend:
     overrides = " ".join(stored.get("overrides", []))
     raise UserError(
@@ -224,7 +224,7 @@ def prepare_sweep(workdir: str, plan: dict, *, extend: bool) -> tuple[dict, list
                 plans=stored.get("plans", []) + [dict(spec=plan["spec"],
                                                       overrides=plan["overrides"])])
   merged["varying"] = mark_varying(merged["runs"])
-  return merged, [r["run"] for r in new]
+  return merged
 
 
 def write_sweep(workdir: str, record: dict) -> None:
