@@ -7,10 +7,14 @@ For each d_model: a 4-layer decoder (context 256, batch 16, vocab 256, d_ff = 4 
 4 heads, rotary, RMSNorm, tied embeddings, AdamW), float32. The contenders alternate over
 several rounds on this (shared, noisy) machine; medians and ratios are printed. FLOPs use our
 "full" convention (research.accounting), the same for both. With --xla-options, a third
-contender is the same JAX step compiled with research.xla_env.COMPILER_OPTIONS.
+contender is the same JAX step compiled with research.xla_env.COMPILER_OPTIONS (with
+`model.attention=blocked`, as the step ran before benchmarks/ladder_speed.py's work), and a fourth,
+"jax+cpu", the step as `launch run` now trains it on a CPU: "auto" attention and the batch in
+slices of research.recipes.lm.SLICE_TOKENS tokens (research.train.loop.cpu_slices).
 """
 
 import argparse
+import dataclasses
 import functools
 import os
 import statistics
@@ -24,12 +28,13 @@ import optax
 from research import accounting, xla_env
 from research.evals import lm as lm_evals
 from research.models import transformer
+from research.recipes import lm
 from research.train.step import init_state, train_step
 
 B, L, V, LAYERS, HEADS = 16, 256, 256, 4, 4
 
 
-def jax_contender(cfg: transformer.TransformerConfig, compiler_options=None):
+def jax_contender(cfg: transformer.TransformerConfig, compiler_options=None, microbatches=1):
   optimizer = optax.adamw(1e-3, b1=0.9, b2=0.95, weight_decay=0.1)
   apply_fn = functools.partial(transformer.apply, cfg)
   state = init_state(lambda rng: transformer.init_params(cfg, rng), optimizer, 0)
@@ -39,7 +44,8 @@ def jax_contender(cfg: transformer.TransformerConfig, compiler_options=None):
            "targets": jnp.asarray(tokens[:, 1:], jnp.int32),
            "weights": jnp.ones((B, L), jnp.float32)}
   step = jax.jit(functools.partial(train_step, loss_fn=lm_evals.lm_loss(apply_fn),
-                                   optimizer=optimizer), donate_argnums=0)
+                                   optimizer=optimizer, microbatches=microbatches),
+                 donate_argnums=0)
   step = step.lower(state, batch).compile(compiler_options)
   holder = {"state": state}
 
@@ -141,9 +147,13 @@ def main():
     cfg = transformer.TransformerConfig(vocab_size=V, d_model=d_model, n_layers=LAYERS,
                                         n_heads=HEADS, d_ff=4 * d_model, context=L)
     flops_per_step = transformer.train_flops_per_token(cfg, L, "full") * B * L
-    contenders = {"jax": jax_contender(cfg)}
+    blocked = dataclasses.replace(cfg, attention="blocked")
+    contenders = {"jax": jax_contender(blocked)}
     if args.xla_options:
-      contenders["jax+xla"] = jax_contender(cfg, xla_env.COMPILER_OPTIONS)
+      contenders["jax+xla"] = jax_contender(blocked, xla_env.COMPILER_OPTIONS)
+      options = xla_env.YNN_DEFAULT_OPTIONS if d_model <= lm.YNN_MAX_D_MODEL else {}
+      contenders["jax+cpu"] = jax_contender(cfg, {**xla_env.COMPILER_OPTIONS, **options},
+                                            B // max(1, lm.SLICE_TOKENS // L))
     if have_torch:
       contenders["torch"] = torch_contender(d_model)
     times = {name: [] for name in contenders}
@@ -160,7 +170,8 @@ def main():
       t = statistics.median(ts)
       print(f"  {name:<7} {B * L / t:9,.0f} tokens/s  {flops_per_step / t / 1e9:7.1f} GFLOP/s  "
             f"{flops_per_step / t / peak:6.1%} of the matmul peak  (median step {t * 1e3:.1f} ms)")
-    for name, base in (("jax", "torch"), ("jax+xla", "torch"), ("jax+xla", "jax")):
+    for name, base in (("jax", "torch"), ("jax+xla", "torch"), ("jax+xla", "jax"),
+                       ("jax+cpu", "torch"), ("jax+cpu", "jax+xla")):
       if name in times and base in times:
         ratios = [b / j for j, b in zip(times[name], times[base])]
         print(f"  {name} / {base} speed: {statistics.median(ratios):.2f}x (median of per-round "

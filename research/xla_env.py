@@ -20,6 +20,13 @@ import os
 FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 # The same settings as per-jit compiler options (`jax.jit(f).lower(...).compile(COMPILER_OPTIONS)`).
 COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# This jaxlib's default YNNPACK fusions (single dots and reductions) as per-jit options, to turn
+# them back on for one jitted function in a process that set FLAGS: the small models of the
+# scaling ladder train faster with them (research.recipes.lm, benchmarks/README.md). Checked on
+# jax 0.10.2: a step compiled with these options has the same ops as one compiled without FLAGS.
+YNN_DEFAULT_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ",".join(
+    f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION",
+                                               "REDUCE"))}
 
 
 def set_flags() -> None:

@@ -12,6 +12,13 @@ On the 2-core CPU of benchmarks/train_throughput.py, forward + backward at [16, 
 1.3-1.7x faster with 128-query blocks than autodiff of the masked-softmax formula (`reference`),
 and 1.14x with one block (benchmarks/step_parts.py; benchmarks/README.md).
 The logits and the softmax are float32 whatever the compute dtype of q, k, v.
+
+With `elementwise_scores`, the two products that contract over the head size K (q k^T forward,
+dO v^T backward) are written as K broadcast multiply-adds instead of batched dots, so that XLA
+fuses them with the mask and the softmax's element-wise passes. At the model ladder's head size
+4 a batched dot per (batch, head) pair of a [Lc, K] x [K, S] product is mostly call overhead on
+XLA CPU; as K multiply-adds the scores are never a separate pass (benchmarks/ladder_speed.py,
+benchmarks/README.md). It only pays for small K, and the sums run in another order.
 """
 
 import functools
@@ -32,12 +39,23 @@ def _blocks(L: int, n_chunks: int):
            np.tril(np.ones((Lc, (i + 1) * Lc), bool), k=i * Lc)) for i in range(n_chunks)]
 
 
-def _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks):
+def _scores(a_BxHxQxK, b_BxHxSxK, elementwise: bool):
+  """a b^T over the last axis, float32[B, H, Q, S]: a batched dot, or K multiply-adds."""
+  if not elementwise:
+    return jnp.einsum("bhqk,bhsk->bhqs", a_BxHxQxK, b_BxHxSxK, preferred_element_type=jnp.float32)
+  a_BxHxQxK = a_BxHxQxK.astype(jnp.float32)
+  b_BxHxKxS = jnp.swapaxes(b_BxHxSxK, -1, -2).astype(jnp.float32)
+  s_BxHxQxS = a_BxHxQxK[..., 0:1] * b_BxHxKxS[..., 0:1, :]
+  for i in range(1, a_BxHxQxK.shape[-1]):
+    s_BxHxQxS = s_BxHxQxS + a_BxHxQxK[..., i:i + 1] * b_BxHxKxS[..., i:i + 1, :]
+  return s_BxHxQxS
+
+
+def _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks, elementwise):
   scale = q_BxHxLxK.shape[-1] ** -0.5
   outs, probs, sums = [], [], []
   for rows, n, mask_QxS in _blocks(q_BxHxLxK.shape[2], n_chunks):
-    s_BxHxQxS = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK[:, :, rows], k_BxHxLxK[:, :, :n],
-                           preferred_element_type=jnp.float32)
+    s_BxHxQxS = _scores(q_BxHxLxK[:, :, rows], k_BxHxLxK[:, :, :n], elementwise)
     s_BxHxQxS = jnp.where(mask_QxS, s_BxHxQxS * scale, _MASKED)
     p_BxHxQxS = jnp.exp(s_BxHxQxS - jnp.max(s_BxHxQxS, axis=-1, keepdims=True))
     l_BxHxQx1 = jnp.sum(p_BxHxQxS, axis=-1, keepdims=True)
@@ -50,18 +68,20 @@ def _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks):
   return o_BxHxLxK.astype(q_BxHxLxK.dtype), (o_BxHxLxK, probs, sums)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def causal_attention(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks: int = 1) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def causal_attention(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks: int = 1,
+                     elementwise_scores: bool = False) -> jax.Array:
   """softmax(q k^T / sqrt(K) + causal mask) v, in q's dtype; n_chunks must divide L."""
-  return _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks)[0]
+  return _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks, elementwise_scores)[0]
 
 
-def _fwd(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks):
-  out, (o_BxHxLxK, probs, sums) = _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks)
+def _fwd(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks, elementwise):
+  out, (o_BxHxLxK, probs, sums) = _forward(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, n_chunks,
+                                           elementwise)
   return out, (q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, o_BxHxLxK, probs, sums)
 
 
-def _bwd(n_chunks, residuals, do_BxHxLxK):
+def _bwd(n_chunks, elementwise, residuals, do_BxHxLxK):
   q_BxHxLxK, k_BxHxLxK, v_BxHxLxK, o_BxHxLxK, probs, sums = residuals
   dtype, scale = q_BxHxLxK.dtype, q_BxHxLxK.shape[-1] ** -0.5
   do_BxHxLxK = do_BxHxLxK.astype(jnp.float32)
@@ -74,8 +94,7 @@ def _bwd(n_chunks, residuals, do_BxHxLxK):
     do_BxHxQxK = do_BxHxLxK[:, :, rows]
     dv = jnp.einsum("bhqs,bhqk->bhsk", p_BxHxQxS.astype(dtype),
                     (do_BxHxQxK / l_BxHxQx1).astype(dtype), preferred_element_type=jnp.float32)
-    dp_BxHxQxS = jnp.einsum("bhqk,bhsk->bhqs", do_BxHxQxK.astype(dtype), v_BxHxLxK[:, :, :n],
-                            preferred_element_type=jnp.float32)
+    dp_BxHxQxS = _scores(do_BxHxQxK.astype(dtype), v_BxHxLxK[:, :, :n], elementwise)
     ds_BxHxQxS = (p_BxHxQxS * ((dp_BxHxQxS - delta_BxHxLx1[:, :, rows]) * (scale / l_BxHxQx1))
                   ).astype(dtype)
     dqs.append(jnp.einsum("bhqs,bhsk->bhqk", ds_BxHxQxS, k_BxHxLxK[:, :, :n],

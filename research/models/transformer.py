@@ -157,6 +157,22 @@ def _attention_chunks(L: int, block: int) -> int:
   return L // block if block and L % block == 0 else 1
 
 
+# What "auto" runs where it picks our blocked attention (every CPU): 32-query blocks whatever
+# `attention_block` says, and the products over the head size as element-wise multiply-adds for
+# heads up to 8 wide (attention.causal_attention). Measured on the model ladder's shapes, one
+# core, against "blocked" with 128-query blocks (benchmarks/ladder_speed.py, benchmarks/README.md).
+AUTO_BLOCK = 32
+AUTO_ELEMENTWISE_MAX_HEAD = 8
+
+
+def blocked_plan(cfg: TransformerConfig, L: int) -> tuple[int, bool]:
+  """(query blocks, element-wise scores) of our blocked attention at sequence length L: under
+  "auto" the measured settings above, under "blocked" `attention_block` with batched dots."""
+  if cfg.attention == "auto":
+    return _attention_chunks(L, AUTO_BLOCK), cfg.d_head <= AUTO_ELEMENTWISE_MAX_HEAD
+  return _attention_chunks(L, cfg.attention_block), False
+
+
 def cudnn_problem(cfg: TransformerConfig) -> str | None:
   """Why cuDNN's fused attention cannot run this model, or None. It takes bfloat16 (or float16)
   and head sizes that are multiples of 8 up to 128 (256 from Hopper on; we ask 128)."""
@@ -208,7 +224,7 @@ class Attention(nn.Module):
         q_BxHxLxK, k_BxHxLxK = rotary(q_BxHxLxK, cfg.rope_base), rotary(k_BxHxLxK, cfg.rope_base)
       q_BxHxLxK = _mup_queries(q_BxHxLxK, cfg)
       out_BxHxLxK = attention.causal_attention(q_BxHxLxK, k_BxHxLxK, v_BxHxLxK,
-                                               _attention_chunks(L, cfg.attention_block))
+                                               *blocked_plan(cfg, L))
       out_BxLxHxK = out_BxHxLxK.transpose(0, 2, 1, 3)
     else:
       qkv_BxLxHx3xK = parallel.constrain(qkv_BxLxHx3xK, "batch", None, "model", None, None)
@@ -278,9 +294,9 @@ class Transformer(nn.Module):
       logits_NxV = embed.attend(x_BxLxD.reshape(B * L, D)) * output_multiplier(cfg)
       logits_BxLxV = logits_NxV.reshape(B, L, cfg.vocab_size)
     else:
+      if cfg.parametrization == "mup":  # muP's 1 / width_mult on the logits, applied to the
+        x_BxLxD = x_BxLxD * (1.0 / cfg.width_mult)  # D-wide input: V / D times fewer products
       logits_BxLxV = _dense_apply(cfg.vocab_size, cfg, "unembed", cfg.d_model, x_BxLxD)
-      if cfg.parametrization == "mup":
-        logits_BxLxV = logits_BxLxV / cfg.width_mult
     return logits_BxLxV.astype(jnp.float32)
 
 
@@ -352,7 +368,7 @@ def activation_bytes(cfg: TransformerConfig, rows: int, seq_len: int, model_para
   b = jnp.dtype(cfg.dtype).itemsize
   D, L, V = cfg.d_model, seq_len, cfg.vocab_size
   H, HK, F = (x / model_parallel for x in (cfg.n_heads, cfg.n_heads * cfg.d_head, cfg.d_ff))
-  n = _attention_chunks(L, cfg.attention_block)
+  n = blocked_plan(cfg, L)[0]
   attention_state = {"blocked": 4 * (HK + H * L * (n + 1) / (2 * n) + H),
                      "xla": 13 * H * L,
                      "cudnn": b * HK + 4 * H}[implementation]

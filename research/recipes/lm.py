@@ -11,7 +11,7 @@ batch, optimizer and schedule of research.train.optim) and the loop's groups
 import math
 import warnings
 
-from research import accounting
+from research import accounting, xla_env
 from research.data import text
 from research.errors import require
 from research.evals import lm as lm_evals
@@ -20,6 +20,13 @@ from research.train import optim
 from research.train.recipe import Recipe, Report
 
 LENGTH_FIELDS = ("train.tokens",)
+# Tokens per device in one slice of a CPU step (Recipe.slice_rows): the model ladder's steps ran
+# fastest with slices of 256-512 tokens, at d_model 16-128 (benchmarks/ladder_speed.py).
+SLICE_TOKENS = 256
+# Models up to this width compile their CPU step with this jaxlib's YNNPACK fusions back on
+# (research.xla_env.YNN_DEFAULT_OPTIONS): 1.1-1.3x faster at d_model 16-88 (head size 4), and
+# 0.9x at d_model 128 (head size 32, context 256), where the process's flags stay.
+YNN_MAX_D_MODEL = 96
 
 
 def model_config(c) -> transformer.TransformerConfig:
@@ -172,4 +179,7 @@ def recipe(c, data: text.TextData | None = None) -> Recipe:
       partition_rules=transformer.TENSOR_PARALLEL_RULES,
       activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
           mcfg, rows, L, model_parallel, implementation),
-      length_fields=LENGTH_FIELDS)
+      length_fields=LENGTH_FIELDS,
+      slice_rows=max(1, SLICE_TOKENS // L),
+      cpu_compiler_options=(xla_env.YNN_DEFAULT_OPTIONS if mcfg.d_model <= YNN_MAX_D_MODEL
+                            else {}))

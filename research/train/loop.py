@@ -10,7 +10,10 @@ after step N+1 has been dispatched, so the host never stalls the accelerator.
 Before compiling it prints a memory estimate per device (research.accounting.MemoryEstimate:
 the train state's bytes from its shapes and shardings, the activations from the recipe's count)
 and warns when the device's memory is smaller. `LoopSpec.microbatches` splits every step's batch
-for gradient accumulation (research.train.step.loss_and_grads).
+for gradient accumulation (research.train.step.loss_and_grads); on a CPU each microbatch is cut
+further into slices of `Recipe.slice_rows` examples per device (`cpu_slices`: cache blocking,
+the same gradient summed in another order), and the summary's `step_microbatches` says how many
+slices a step ran.
 """
 
 import dataclasses
@@ -67,6 +70,7 @@ class Setup:
   batch_sharding: Any
   step: Callable                                   # jitted (state, batch, lr) -> (state, metrics)
   memory: accounting.MemoryEstimate | None         # per device
+  microbatches: int = 1                            # slices the step runs: spec's x cpu_slices
 
 
 def memory_estimate(recipe: Recipe, mesh, abstract_state: TrainState, shardings,
@@ -83,22 +87,39 @@ def memory_estimate(recipe: Recipe, mesh, abstract_state: TrainState, shardings,
       activations=recipe.activation_bytes(recipe.batch_size // (n_micro * data * fsdp), model))
 
 
-def setup(recipe: Recipe, spec: LoopSpec) -> Setup:
+def cpu_slices(recipe: Recipe, rows_per_device: int, backend: str) -> int:
+  """How many slices of `recipe.slice_rows` examples the step cuts each device's share of a
+  microbatch into: on a CPU the largest divisor of `rows_per_device` that leaves slices of at
+  least that many rows; 1 elsewhere, or when the recipe asks for none."""
+  if backend != "cpu" or recipe.slice_rows <= 0:
+    return 1
+  return max((n for n in range(1, rows_per_device + 1)
+              if rows_per_device % n == 0 and rows_per_device // n >= recipe.slice_rows),
+             default=1)
+
+
+def setup(recipe: Recipe, spec: LoopSpec, *, cpu_tuned: bool = True) -> Setup:
   """The mesh, the state's and batch's shardings (the recipe's partition rules), the jitted step
-  (with the microbatches) and the memory estimate; nothing is compiled yet. The caller has
-  checked the spec against the devices (LoopSpec.check_devices)."""
+  (with the microbatches; on a CPU, unless `cpu_tuned` is False, each cut into `cpu_slices` and
+  compiled with the recipe's `cpu_compiler_options`) and the memory estimate; nothing is
+  compiled yet. The caller has checked the spec against the devices (LoopSpec.check_devices)."""
   mesh = parallel.make_mesh(spec.mesh)
+  rows = recipe.batch_size // (spec.microbatches * mesh.shape["data"] * mesh.shape["fsdp"])
+  n_micro = spec.microbatches * (cpu_slices(recipe, rows, jax.default_backend())
+                                 if cpu_tuned else 1)
   make_state = functools.partial(init_state, recipe.init, recipe.optimizer, spec.seed)
   abstract = jax.eval_shape(make_state)
   shardings = parallel.state_sharding(mesh, abstract, recipe.partition_rules)
   batch_sh = parallel.batch_sharding(mesh)
+  options = recipe.cpu_compiler_options if jax.default_backend() == "cpu" and cpu_tuned else None
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer,
-                                      microbatches=spec.microbatches),
+                                      microbatches=n_micro),
                     in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
-                    out_shardings=(shardings, None), donate_argnums=0)
+                    out_shardings=(shardings, None), donate_argnums=0,
+                    compiler_options=options or None)
   return Setup(mesh, make_state, abstract, shardings, batch_sh, step_fn,
-               memory_estimate(recipe, mesh, abstract, shardings, spec.microbatches))
+               memory_estimate(recipe, mesh, abstract, shardings, n_micro), n_micro)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +295,8 @@ class _Session:
             "wall_s": self.wall(), "compile_s": compile_s, "eval_s": self.eval_s,
             **({"init_from": self.spec.init_from} if self.spec.init_from else {}),
             "peak_flops": self.peak, "peak_flops_source": self.peak_source,
-            "devices": self.s.mesh.size, "report": dataclasses.asdict(r.report), **r.facts}
+            "devices": self.s.mesh.size, "step_microbatches": self.s.microbatches,
+            "report": dataclasses.asdict(r.report), **r.facts}
 
 
 def train(recipe: Recipe, spec: LoopSpec, workdir: str, config_dict: dict, run_id: str, *,

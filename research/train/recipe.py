@@ -79,6 +79,13 @@ class Recipe:
   # Config fields (dotted prefixes) that set the run's length, which a branch may change beside
   # the schedule's tail (research.train.branch): "train.tokens" for a language model.
   length_fields: Sequence[str] = ()
+  # On a CPU the loop runs each microbatch in slices of this many examples per device, one after
+  # another, so that a slice's activations stay in the caches (the same gradient, summed in
+  # another order; research.train.loop.cpu_slices); 0: whole microbatches.
+  slice_rows: int = 0
+  # XLA compiler options for the jitted train step on a CPU (e.g. research.xla_env's), on top of
+  # the process's XLA_FLAGS; none elsewhere.
+  cpu_compiler_options: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
