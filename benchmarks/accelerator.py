@@ -42,13 +42,13 @@ from research.train import loop  # noqa: E402
 from research.train import run as run_lib  # noqa: E402
 
 
-def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dict:
-  """One contender: its config and recipe, compiled step (timed), state and batch."""
-  cfg, study = config_lib.load(spec, overrides + [f"train.microbatches={microbatches}",
-                                                  f"model.remat={remat}"])
+def compiled_step(cfg, study, *, cpu_tuned: bool = True) -> dict:
+  """A config's train step as the loop builds it (research.train.loop.setup), compiled once
+  (timed) and run once (the first execution allocates): recipe, setup, compiled step, compile
+  time, units per step, first loss, and run(steps) -> (seconds, last metrics) on one batch."""
   recipe, spec = run_lib.prepare(cfg, study)
   spec.check_devices(recipe.batch_size, jax.device_count())
-  s = loop.setup(recipe, spec)
+  s = loop.setup(recipe, spec, cpu_tuned=cpu_tuned)
   with jax.set_mesh(s.mesh):
     state = jax.jit(s.make_state, out_shardings=s.state_sharding)()
     batch = loop.put_batch(recipe.train_batch(0), s.batch_sharding)
@@ -56,9 +56,6 @@ def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dic
     start = time.perf_counter()
     compiled = s.step.lower(state, batch, lr).compile()
     compile_s = time.perf_counter() - start
-  m = compiled.memory_analysis()
-  xla_bytes = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-               + m.temp_size_in_bytes) if m is not None else float("nan")
   holder = {"state": state}
 
   def run(steps: int) -> tuple[float, dict]:
@@ -68,11 +65,23 @@ def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dic
     metrics = jax.device_get(metrics)
     return time.perf_counter() - begin, metrics
 
-  _, metrics = run(1)  # the first execution allocates; not timed
-  return dict(cfg=cfg, recipe=recipe, run=run, compile_s=compile_s, mesh_size=s.mesh.size,
-              tokens=float(metrics.get("units", recipe.batch_size)), loss=float(metrics["loss"]),
-              estimate=s.memory.total if s.memory else float("nan"), xla_bytes=xla_bytes,
-              attention=recipe.facts.get("attention", "?"))
+  _, metrics = run(1)
+  return dict(recipe=recipe, setup=s, compiled=compiled, compile_s=compile_s, run=run,
+              tokens=float(metrics.get("units", recipe.batch_size)), loss=float(metrics["loss"]))
+
+
+def build(spec: str, overrides: list[str], microbatches: int, remat: str) -> dict:
+  """One contender: its config, compiled step (timed), memory figures."""
+  cfg, study = config_lib.load(spec, overrides + [f"train.microbatches={microbatches}",
+                                                  f"model.remat={remat}"])
+  c = compiled_step(cfg, study)
+  s = c["setup"]
+  m = c["compiled"].memory_analysis()
+  xla_bytes = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+               + m.temp_size_in_bytes) if m is not None else float("nan")
+  return dict(c, cfg=cfg, mesh_size=s.mesh.size, xla_bytes=xla_bytes,
+              estimate=s.memory.total if s.memory else float("nan"),
+              attention=c["recipe"].facts.get("attention", "?"))
 
 
 def peak_flops(recipe, n_devices: int) -> tuple[float | None, str]:

@@ -32,7 +32,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,35 +63,16 @@ def rungs(studies: list[str]) -> list[tuple[str, object, object]]:
 
 
 def build(study, cfg, overrides: list[str], tuned: bool) -> dict:
-  """One contender: compiled step, state, batch, first loss."""
-  import jax
-  import numpy as np
+  """One contender: benchmarks/accelerator.py's compiled step, run(steps) -> seconds per step."""
+  import accelerator  # imports jax: after main() pinned the core
 
   from research import config as config_lib
-  from research.train import loop
-  from research.train import run as run_lib
   cfg = config_lib.from_dict(config_lib.to_dict(cfg))
   config_lib.apply_overrides(cfg, overrides)
-  recipe, spec = run_lib.prepare(cfg, study)
-  s = loop.setup(recipe, spec, cpu_tuned=tuned)
-  with jax.set_mesh(s.mesh):
-    state = jax.jit(s.make_state, out_shardings=s.state_sharding)()
-    batch = loop.put_batch(recipe.train_batch(0), s.batch_sharding)
-    lr = np.float32(max(loop.learning_rates(recipe)))
-    compiled = s.step.lower(state, batch, lr).compile()
-  holder = {"state": state}
-
-  def run(steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-      holder["state"], metrics = compiled(holder["state"], batch, lr)
-    jax.block_until_ready(metrics)
-    return (time.perf_counter() - start) / steps
-
-  holder["state"], metrics = compiled(holder["state"], batch, lr)
-  options = "YNN fusions" if tuned and recipe.cpu_compiler_options else "flags"
-  return dict(run=run, compiled=compiled, loss=float(metrics["loss"]), recipe=recipe,
-              options=options, tokens=float(metrics["units"]), microbatches=s.microbatches,
+  c = accelerator.compiled_step(cfg, study, cpu_tuned=tuned)
+  recipe, run = c["recipe"], c["run"]
+  return dict(c, run=lambda steps: run(steps)[0] / steps, microbatches=c["setup"].microbatches,
+              options="YNN fusions" if tuned and recipe.cpu_compiler_options else "flags",
               attention=transformer_plan(cfg))
 
 

@@ -19,6 +19,7 @@ import functools
 import os
 import statistics
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ from research import accounting, xla_env
 from research.evals import lm as lm_evals
 from research.models import transformer
 from research.recipes import lm
+from research.train import loop
 from research.train.step import init_state, train_step
 
 B, L, V, LAYERS, HEADS = 16, 256, 256, 4, 4
@@ -151,9 +153,10 @@ def main():
     contenders = {"jax": jax_contender(blocked)}
     if args.xla_options:
       contenders["jax+xla"] = jax_contender(blocked, xla_env.COMPILER_OPTIONS)
-      options = xla_env.YNN_DEFAULT_OPTIONS if d_model <= lm.YNN_MAX_D_MODEL else {}
-      contenders["jax+cpu"] = jax_contender(cfg, {**xla_env.COMPILER_OPTIONS, **options},
-                                            B // max(1, lm.SLICE_TOKENS // L))
+      tuned = lm.cpu_step(cfg, L)
+      contenders["jax+cpu"] = jax_contender(
+          cfg, {**xla_env.COMPILER_OPTIONS, **tuned["cpu_compiler_options"]},
+          loop.cpu_slices(types.SimpleNamespace(**tuned), B, "cpu"))
     if have_torch:
       contenders["torch"] = torch_contender(d_model)
     times = {name: [] for name in contenders}

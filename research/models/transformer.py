@@ -64,7 +64,7 @@ class TransformerConfig:
   tied_embeddings: bool = True
   dtype: str = "float32"         # compute dtype; parameters stay float32, softmax in float32
   rope_base: float = 10000.0
-  attention_block: int = 128     # queries per causal-attention block (attention.py); 0: one
+  attention_block: int = 128     # queries per block of "blocked" (attention.py); 0: one
   attention: str = "auto"        # "auto" | "blocked" | "xla" | "cudnn": attention_implementation
   remat: str = "none"            # "none" | "block" | "dots": REMAT_POLICIES
   parametrization: str = "standard"  # "standard" | "mup" (see `lr_multiplier`)

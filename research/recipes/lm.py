@@ -180,6 +180,12 @@ def recipe(c, data: text.TextData | None = None) -> Recipe:
       activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
           mcfg, rows, L, model_parallel, implementation),
       length_fields=LENGTH_FIELDS,
-      slice_rows=max(1, SLICE_TOKENS // L),
-      cpu_compiler_options=(xla_env.YNN_DEFAULT_OPTIONS if mcfg.d_model <= YNN_MAX_D_MODEL
-                            else {}))
+      **cpu_step(mcfg, L))
+
+
+def cpu_step(mcfg: transformer.TransformerConfig, seq_len: int) -> dict:
+  """The Recipe fields of a CPU step: slices of SLICE_TOKENS tokens, YNNPACK's fusions up to
+  YNN_MAX_D_MODEL."""
+  return dict(slice_rows=max(1, SLICE_TOKENS // seq_len),
+              cpu_compiler_options=(xla_env.YNN_DEFAULT_OPTIONS
+                                    if mcfg.d_model <= YNN_MAX_D_MODEL else {}))

@@ -104,20 +104,19 @@ def setup(recipe: Recipe, spec: LoopSpec, *, cpu_tuned: bool = True) -> Setup:
   compiled with the recipe's `cpu_compiler_options`) and the memory estimate; nothing is
   compiled yet. The caller has checked the spec against the devices (LoopSpec.check_devices)."""
   mesh = parallel.make_mesh(spec.mesh)
+  tuned = cpu_tuned and jax.default_backend() == "cpu"
   rows = recipe.batch_size // (spec.microbatches * mesh.shape["data"] * mesh.shape["fsdp"])
-  n_micro = spec.microbatches * (cpu_slices(recipe, rows, jax.default_backend())
-                                 if cpu_tuned else 1)
+  n_micro = spec.microbatches * (cpu_slices(recipe, rows, "cpu") if tuned else 1)
   make_state = functools.partial(init_state, recipe.init, recipe.optimizer, spec.seed)
   abstract = jax.eval_shape(make_state)
   shardings = parallel.state_sharding(mesh, abstract, recipe.partition_rules)
   batch_sh = parallel.batch_sharding(mesh)
-  options = recipe.cpu_compiler_options if jax.default_backend() == "cpu" and cpu_tuned else None
   step_fn = jax.jit(functools.partial(train_step, loss_fn=recipe.loss,
                                       optimizer=recipe.optimizer,
                                       microbatches=n_micro),
                     in_shardings=(shardings, batch_sh, parallel.replicated(mesh)),
                     out_shardings=(shardings, None), donate_argnums=0,
-                    compiler_options=options or None)
+                    compiler_options=(recipe.cpu_compiler_options or None) if tuned else None)
   return Setup(mesh, make_state, abstract, shardings, batch_sh, step_fn,
                memory_estimate(recipe, mesh, abstract, shardings, n_micro), n_micro)
 
