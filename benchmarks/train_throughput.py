@@ -10,7 +10,7 @@ several rounds on this (shared, noisy) machine; medians and ratios are printed. 
 contender is the same JAX step compiled with research.xla_env.COMPILER_OPTIONS (with
 `model.attention=blocked`, as the step ran before benchmarks/ladder_speed.py's work), and a fourth,
 "jax+cpu", the step as `launch run` now trains it on a CPU: "auto" attention and the batch in
-slices of research.recipes.lm.SLICE_TOKENS tokens (research.train.loop.cpu_slices).
+slices of research.train.loop.cpu_slices for this process's cores.
 """
 
 import argparse
@@ -156,7 +156,7 @@ def main():
       tuned = lm.cpu_step(cfg, L)
       contenders["jax+cpu"] = jax_contender(
           cfg, {**xla_env.COMPILER_OPTIONS, **tuned["cpu_compiler_options"]},
-          loop.cpu_slices(types.SimpleNamespace(**tuned), B, "cpu"))
+          loop.cpu_slices(types.SimpleNamespace(**tuned), B, "cpu", len(os.sched_getaffinity(0))))
     if have_torch:
       contenders["torch"] = torch_contender(d_model)
     times = {name: [] for name in contenders}
