@@ -20,8 +20,9 @@ from research.train import optim
 from research.train.recipe import Recipe, Report
 
 LENGTH_FIELDS = ("train.tokens",)
-# Tokens per device in one slice of a CPU step (Recipe.slice_rows): the model ladder's steps ran
-# fastest with slices of 256-512 tokens, at d_model 16-128 (benchmarks/ladder_speed.py).
+# Tokens per device in one slice of a one-core CPU step (Recipe.slice_rows; more cores take
+# threads^2 times more, research.train.loop.cpu_slices): the model ladder's steps ran fastest
+# with slices of 256-512 tokens on one core (benchmarks/ladder_speed.py, benchmarks/README.md).
 SLICE_TOKENS = 256
 # Models up to this width compile their CPU step with this jaxlib's YNNPACK fusions back on
 # (research.xla_env.YNN_DEFAULT_OPTIONS): 1.1-1.3x faster at d_model 16-88 (head size 4), and
