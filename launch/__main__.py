@@ -1,7 +1,11 @@
 """python -m launch COMMAND ...: the single entry point.
 
 Each command lives in its own module with a `main(argv) -> int`; this file only dispatches and
-turns bad input (`research.errors.UserError`) into a one-line message and exit code 2.
+turns what stops a command into one line on stderr and its exit code (docs/reliability.md):
+bad input (`research.errors.UserError`) exits 2, the machine refusing a read or a write
+(`EnvironmentFault`, or any OSError: a full or read-only disk) exits 3. Commands themselves
+return 1 for a failure (a diverged run, a fit that did not converge) and 143 for a run stopped by
+SIGTERM after saving its checkpoint.
 """
 
 import importlib
@@ -42,13 +46,19 @@ def main(argv=None) -> int:
   if name not in COMMANDS:
     print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
     return 2
-  from research.errors import UserError
-  module = importlib.import_module(COMMANDS[name][0])
+  from research import errors
   try:
+    module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
-  except UserError as e:
+  except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return errors.EXIT_CODES["bad input"]
+  except errors.EnvironmentFault as e:
+    print(f"error: {e}", file=sys.stderr)
+    return errors.EXIT_CODES["environment"]
+  except OSError as e:
+    print(f"error: {errors.describe_os_error(e)}", file=sys.stderr)
+    return errors.EXIT_CODES["environment"]
 
 
 if __name__ == "__main__":

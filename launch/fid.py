@@ -5,16 +5,17 @@ statistics file (`.npz` with `mu` and `sigma`, as written by this command or the
 `fid_stats_*.npz`). Statistics computed from images are written to --out.
 """
 
-import argparse
+import os
 import sys
 
+from launch import options
 from research.diffusion import compare
-from research.errors import UserError
-from research.fileio import atomic_write_json
+from research.errors import EnvironmentFault, UserError, describe_os_error
+from research.fileio import atomic_write_json, writable_folder
 
 
 def parse(argv):
-  parser = argparse.ArgumentParser(
+  parser = options.Parser(
       prog="python -m launch fid", description=__doc__.split("\n\n", 1)[1],
       epilog="FD_digits is a Frechet distance in a small digit classifier's features: it is not "
              "FID and compares only with other FD_digits values. See docs/fid.md.")
@@ -22,26 +23,34 @@ def parse(argv):
   parser.add_argument("fake", metavar="FAKE", help="samples: folder, image .npz or stats .npz")
   parser.add_argument("--features", choices=sorted(compare.METRIC_NAMES), default="inception",
                       help="feature extractor (default: inception, i.e. FID)")
-  parser.add_argument("--n", type=int, nargs="+", metavar="N",
-                      help="FAKE sample counts: the distance at each (first N samples), and its "
-                           "extrapolation to infinitely many (Chong & Forsyth 2020) when several "
-                           "are given; default: all samples")
+  parser.add_argument("--n", type=options.integer(least=2), nargs="+", metavar="N",
+                      help="FAKE sample counts (each at least 2: a covariance needs 2 samples): "
+                           "the distance at each (first N samples), and its extrapolation to "
+                           "infinitely many (Chong & Forsyth 2020) when several are given; "
+                           "default: all samples")
   parser.add_argument("--weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth or "
                       "its .npz export (needed by --features inception; never downloaded)")
   parser.add_argument("--out", default=".", help="folder for the computed statistics (default .)")
   parser.add_argument("--json", help="also write the numbers to this JSON file")
-  parser.add_argument("--batch-size", type=int, default=50)
-  parser.add_argument("--kid-subsets", type=int, default=100)
-  parser.add_argument("--kid-subset-size", type=int, default=1000)
-  parser.add_argument("--kid-max", type=int, default=10000,
-                      help="features kept per side for KID (default 10000)")
-  args = parser.parse_args(argv)
-  for name in ("batch_size", "kid_subsets", "kid_subset_size", "kid_max"):
-    if getattr(args, name) < 1:
-      raise UserError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be at least 1")
-  if args.n and min(args.n) < 2:
-    raise UserError(f"--n {min(args.n)}: a covariance needs at least 2 samples")
-  return args
+  parser.add_argument("--batch-size", type=options.integer(least=1), default=50)
+  parser.add_argument("--kid-subsets", type=options.integer(least=1), default=100)
+  parser.add_argument("--kid-subset-size", type=options.integer(least=2), default=1000,
+                      help="samples per side in each KID subset (at least 2; default 1000)")
+  parser.add_argument("--kid-max", type=options.integer(least=2), default=10000,
+                      help="features kept per side for KID (at least 2; default 10000)")
+  return parser.parse_args(argv)
+
+
+def _check_destinations(args, sides) -> None:
+  """Before any work: the --out folder (when statistics will be computed) and --json's folder
+  can be written, and --json is not a folder. Nothing is created here."""
+  if any(side.loaded is None for side in sides):
+    writable_folder(args.out, "--out", create=False)
+  if args.json:
+    if os.path.isdir(args.json):
+      raise UserError(f"--json {args.json!r} is an existing folder; give a file path")
+    writable_folder(os.path.dirname(os.path.abspath(args.json)), "--json's folder",
+                    create=False)
 
 
 def _extractor(features: str, weights: str | None):
@@ -56,12 +65,18 @@ def _extractor(features: str, weights: str | None):
   return inception.InceptionFeatures(inception.load_variables(weights))
 
 
-def _compute(side: compare.Side, extractor, counts, args) -> None:
-  side.compute(extractor, args.features, counts, args.batch_size, args.kid_max)
-  if side.loaded is None:
-    out = side.save(args.out)
-    print(f"{side.label}: wrote statistics of {side.counts[-1]} samples to {out}",
-          file=sys.stderr)
+def _written(what: str, write):
+  """write()'s result; the numbers are on stdout already, so a refused write says what was lost."""
+  try:
+    return write()
+  except OSError as e:
+    raise EnvironmentFault(f"the numbers printed above are right, but {what} could not be "
+                           f"written: {describe_os_error(e)}") from e
+
+
+def _save(side: compare.Side, folder: str) -> None:
+  out = _written(f"the {side.label} statistics (--out {folder})", lambda: side.save(folder))
+  print(f"{side.label}: wrote statistics of {side.counts[-1]} samples to {out}", file=sys.stderr)
 
 
 def _lines(real: compare.Side, fake: compare.Side, result: compare.Comparison) -> list[str]:
@@ -80,6 +95,8 @@ def _lines(real: compare.Side, fake: compare.Side, result: compare.Comparison) -
 
 
 def main(argv: list[str]) -> int:
+  """Everything is read and checked, the features computed and the distance found before any
+  file is written: a refused input leaves --out and --json as they were."""
   args = parse(argv)
   real, fake = compare.Side.open("REAL", args.real), compare.Side.open("FAKE", args.fake)
   if args.n and fake.loaded is not None:
@@ -88,14 +105,19 @@ def main(argv: list[str]) -> int:
     real.name, fake.name = f"{real.name}_real", f"{fake.name}_fake"
   real.check_counts(None)
   fake.check_counts(args.n)
+  _check_destinations(args, (real, fake))
   needs_features = real.loaded is None or fake.loaded is None
   extractor = _extractor(args.features, args.weights) if needs_features else None
-  _compute(real, extractor, None, args)
-  _compute(fake, extractor, args.n, args)
+  # Statistics files first: their checks (features, dimension, covariance) before slow features.
+  for side, counts in sorted([(real, None), (fake, args.n)], key=lambda s: s[0].loaded is None):
+    side.compute(extractor, args.features, counts, args.batch_size, args.kid_max)
   result = compare.compare(real, fake, args.features, args.kid_subsets, args.kid_subset_size)
-  print("\n".join(_lines(real, fake, result)))
+  print("\n".join(_lines(real, fake, result)), flush=True)  # shown even if a write fails
+  for side in (real, fake):
+    if side.loaded is None:
+      _save(side, args.out)
   if args.json:
-    atomic_write_json(args.json, result.as_dict())
+    _written(f"--json {args.json}", lambda: atomic_write_json(args.json, result.as_dict()))
   return 0
 
 

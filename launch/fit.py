@@ -6,19 +6,18 @@ figures to --out. Bad input exits with code 2 and a message naming the column or
 did not converge says so and exits with code 1.
 """
 
-import argparse
 import os
 
-
+from launch import options
 from research.errors import UserError
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_json, atomic_write_text, writable_folder
 from research.scaling import report as report_lib
 from research.scaling import table
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> options.Parser:
   D = report_lib.DEFAULTS
-  p = argparse.ArgumentParser(prog="python -m launch fit", description=__doc__.split("\n\n")[1])
+  p = options.Parser(prog="python -m launch fit", description=__doc__.split("\n\n")[1])
   p.add_argument("table", help="CSV, JSONL run log, or any pandas-readable file")
   p.add_argument("--n", required=True, help="column of parameter counts N (used as given)")
   p.add_argument("--d", help="column of training tokens D")
@@ -27,35 +26,39 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--unique", help="column of unique tokens (data-constrained runs)")
   p.add_argument("--run", help="column of run ids: rows of one run share a training curve and "
                  "are resampled together by the bootstrap")
-  p.add_argument("--flops-per-param-token", type=float, default=6.0,
+  p.add_argument("--flops-per-param-token", type=options.number(0, low_open=True),
+                 default=6.0,
                  help="k in C = k N D (default 6)")
   p.add_argument("--n-convention", default="as given",
                  help="what N counts, written into every output (e.g. 'total', 'non-embedding')")
   p.add_argument("--approach", default="3", choices=["1", "2", "3", "all"])
   p.add_argument("--form", default="hoffmann", choices=["hoffmann", "muennighoff"],
                  help="the parametric law of Approach 3 (muennighoff needs --unique)")
-  p.add_argument("--drop-highest-loss", type=int, default=0,
+  p.add_argument("--drop-highest-loss", type=options.integer(least=0), default=0,
                  help="drop this many highest-loss rows first (Besiroglu et al. drop 5)")
-  p.add_argument("--delta", type=float, default=D["delta"], help="Huber delta on log L")
+  p.add_argument("--delta", type=options.number(0, low_open=True), default=D["delta"],
+                 help="Huber delta on log L")
   p.add_argument("--mean", action="store_true",
                  help="average the Huber terms instead of summing them (not recommended)")
   p.add_argument("--likelihood", action="store_true",
                  help="Epoch's Huber likelihood with a fitted scale instead of the plain sum")
-  p.add_argument("--keep", type=int, default=D["keep"],
+  p.add_argument("--keep", type=options.integer(least=0), default=D["keep"],
                  help="starts refined after the cheap first pass over the grid (0: all)")
-  p.add_argument("--maxiter", type=int, default=D["maxiter"],
+  p.add_argument("--maxiter", type=options.integer(least=1), default=D["maxiter"],
                  help="L-BFGS iteration limit per start")
-  p.add_argument("--bootstrap", type=int, default=D["bootstrap"],
+  p.add_argument("--bootstrap", type=options.integer(least=0), default=D["bootstrap"],
                  help="bootstrap resamples (0: none)")
-  p.add_argument("--ci", type=float, default=D["ci"], help="bootstrap interval coverage")
-  p.add_argument("--seed", type=int, default=D["seed"])
-  p.add_argument("--heldout", type=int, default=D["heldout"],
+  p.add_argument("--ci", type=options.number(0, 1, low_open=True, high_open=True),
+                 default=D["ci"], help="bootstrap interval coverage")
+  p.add_argument("--seed", type=options.integer(least=0), default=D["seed"])
+  p.add_argument("--heldout", type=options.integer(least=0), default=D["heldout"],
                  help="largest budgets held out for the prediction check (0: none)")
-  p.add_argument("--budget-tolerance-dex", type=float, default=D["budget_tolerance_dex"],
+  p.add_argument("--budget-tolerance-dex", type=options.number(0),
+                 default=D["budget_tolerance_dex"],
                  help="runs whose log10 C differ by less than this share an IsoFLOP budget")
   p.add_argument("--drop-small-budgets", action="store_true",
                  help="Approach 2: skip budgets with fewer than three sizes instead of failing")
-  p.add_argument("--window", type=float, default=D["window"],
+  p.add_argument("--window", type=options.number(1), default=D["window"],
                  help="Approach 2: fit each parabola within this factor in N of the best run")
   p.add_argument("--minimum", default="parabola", choices=["parabola", "akima"],
                  help="Approach 2: locate each budget's minimum with a parabola (Hoffmann et al.; "
@@ -83,10 +86,6 @@ def _load_runs(args) -> table.Runs:
 
 def _options(args) -> dict:
   budgets = report_lib.parse_flops(args.budgets, "--budgets")
-  if not 0 < args.ci < 1:
-    raise UserError(f"--ci {args.ci}: must lie strictly between 0 and 1")
-  if args.delta <= 0:
-    raise UserError(f"--delta {args.delta}: must be > 0")
   return dict(approaches=[1, 2, 3] if args.approach == "all" else [int(args.approach)],
               form=args.form,
               delta=args.delta, reduce="mean" if args.mean else "sum", likelihood=args.likelihood,
@@ -98,22 +97,30 @@ def _options(args) -> dict:
 
 
 def main(argv: list[str]) -> int:
+  """The fit, then its files: --out is checked before the fit, and fit.json is written last, so
+  a folder with fit.json holds the whole report."""
   args = _parser().parse_args(argv)
+  if args.out:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+      raise UserError(f"--out {args.out!r} is an existing file; give a folder for fit.json and "
+                      "the figures")
+    writable_folder(args.out, "--out", create=False)
   runs = _load_runs(args)
   report = report_lib.analyse(runs, _options(args))
   report["table"] = args.table
-  print(report_lib.format_report(report))
+  print(report_lib.format_report(report), flush=True)
   if args.out:
     os.makedirs(args.out, exist_ok=True)
-    saved = {k: {kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"}
-             for k, v in report["approaches"].items()}
-    atomic_write_json(os.path.join(args.out, "fit.json"), dict(report, approaches=saved))
-    atomic_write_text(os.path.join(args.out, "summary.txt"),
-                      report_lib.format_report(report) + "\n")
-    written = ["fit.json", "summary.txt"]
+    written = []
     if not args.no_plots:
       from research.scaling import plots
       written += [os.path.basename(p) for p in plots.report_figures(runs, report, args.out)]
+    saved = {k: {kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"}
+             for k, v in report["approaches"].items()}
+    atomic_write_text(os.path.join(args.out, "summary.txt"),
+                      report_lib.format_report(report) + "\n")
+    atomic_write_json(os.path.join(args.out, "fit.json"), dict(report, approaches=saved))
+    written = ["fit.json", "summary.txt"] + written
     print(f"\nwrote {', '.join(written)} to {args.out}")
   converged = all(r.get("converged", True) for r in report["approaches"].values())
   return 0 if converged else 1

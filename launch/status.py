@@ -5,7 +5,7 @@ from their last checkpoint), the FLOPs done and an ETA at the speed of the finis
 each failed run its reason and the last line of its log.
 """
 
-import argparse
+from launch import options
 
 from launch import backends
 from launch import plan as plan_lib
@@ -13,7 +13,7 @@ from research import store
 
 
 def main(argv) -> int:
-  parser = argparse.ArgumentParser(prog="python -m launch status",
+  parser = options.Parser(prog="python -m launch status",
                                    description=__doc__.split("\n\n")[1])
   parser.add_argument("--workdir", required=True, help="the sweep's folder")
   args = parser.parse_args(argv)
@@ -55,7 +55,7 @@ def main(argv) -> int:
       print(f"  {queue[run][0].lower()} {run} (job {queue[run][1]})")
     if state == "failed":
       folder = store.run_dir(args.workdir, run)
-      reason = (store.read_json(f"{folder}/{store.STATUS}") or {}).get("reason", "")
+      reason = store.read_status(folder).get("reason", "")
       print(f"  failed {run}: {reason}\n    last log line: {store.last_log_line(folder)}")
     elif state == "running" and run not in queue:
       print(f"  running {run}")

@@ -6,7 +6,7 @@ committed FD_digits extractor (research/models/weights/digits_mlp.npz) with its 
 records the test accuracies it measured beside it, in digits_mlp.json.
 """
 
-import argparse
+from launch import options
 import sys
 import time
 
@@ -15,8 +15,8 @@ from research.fileio import atomic_write_json
 DIGITS_COMMAND = "python -m launch weights train-digits  (from the repository root)"
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m launch weights",
+def _parser() -> options.Parser:
+  parser = options.Parser(prog="python -m launch weights",
                                    description=__doc__.split("\n\n", 1)[1])
   commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   export = commands.add_parser(

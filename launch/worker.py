@@ -14,6 +14,7 @@ import traceback
 
 from research import config as config_lib
 from research import store
+from research.errors import describe_os_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,8 @@ def execute(task: Task, *, lock_timeout: float = 60.0) -> Result:
   try:
     with _output_to(os.path.join(task.run_dir, store.LOG)):
       return _train(task)
+  except OSError as e:  # the log itself could not be written: the disk refused
+    return Result(task.run_id, "failed", describe_os_error(e))
   finally:
     lock.release()
     import jax
@@ -125,11 +128,13 @@ def _train(task: Task) -> Result:
     cfg = config_lib.from_dict(task.config)
     # the plan validated the config (launch.plan.make_plan)
     summary = run(cfg, _study(task.study_path), task.run_dir, progress=False,
-                  wandb_group=task.wandb_group, validated=True)
+                  wandb_group=task.wandb_group, validated=True, locked=True)
   except loop.NonFiniteLoss as e:
     result = Result(task.run_id, "failed", f"training diverged: {e}")
   except UserError as e:
     result = Result(task.run_id, "failed", f"bad input: {e}")
+  except OSError as e:
+    result = Result(task.run_id, "failed", describe_os_error(e))
   except Exception as e:  # noqa: BLE001  (any crash of one run is recorded, not raised)
     traceback.print_exc()
     result = Result(task.run_id, "failed", f"{type(e).__name__}: {e}")

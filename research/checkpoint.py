@@ -6,6 +6,8 @@ having to know the loop. Saves are asynchronous; the newest `keep` are kept. Res
 newest checkpoint first and falls back to older ones, with a warning, when one cannot be read.
 """
 
+import contextlib
+import logging
 import os
 import warnings
 
@@ -32,7 +34,8 @@ class Checkpointer:
     else:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=use_async)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    with _quiet_absl(read_only):  # read-only managers warn that they are, on every open
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -59,7 +62,8 @@ class Checkpointer:
     return None, error
 
   def restore(self, abstract_state, step: int | None = None, check_meta=None):
-    """(state, meta, step) from `step` or the newest readable checkpoint; None if there is none.
+    """(state, meta, step) from `step` or the newest readable checkpoint; None if there is none,
+    a UserError when there are checkpoints and none can be read (never a silent restart).
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with shardings (see
     `abstract_like`): without it Orbax hands optax states back as plain lists. `check_meta(meta)`
@@ -77,6 +81,13 @@ class Checkpointer:
       return state, meta
 
     found, step_read = self._newest_readable(step, read)
+    if found is None and step_read is not None:  # there were checkpoints; none could be read
+      last = (str(step_read).splitlines() or [""])[0][:160]
+      raise UserError(
+          f"no checkpoint in {self.directory} could be restored (steps "
+          f"{', '.join(map(str, self.steps()))} tried; the last error: "
+          f"{type(step_read).__name__}: {last}). Not starting over from step 0 on its own: "
+          "move or delete that folder to train the run from the start")
     return None if found is None else (found[0], found[1], step_read)
 
   def restore_subtree(self, path: tuple[str, ...], abstract, step: int | None = None):
@@ -115,6 +126,19 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl(quiet: bool):
+  """Orbax's absl warnings held back (errors still shown) while the block runs, when `quiet`."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  if quiet:
+    logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def abstract_like(state, shardings):

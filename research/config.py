@@ -19,12 +19,22 @@ from research.errors import ConfigError, UserError
 
 
 def load_module(path: str):
+  """The study module in the Python file `path`; a UserError for a missing file, another kind of
+  file, or Python that does not parse (an error the module's own code raises is its traceback)."""
   if not os.path.isfile(path):
     raise UserError(f"config file {path!r} does not exist")
+  if not path.endswith(".py"):
+    raise UserError(f"config file {path!r} is not a Python file: give a study module, e.g. "
+                    "experiments/lm.py:smoke")
   name = "scaling_lab_config_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    where = f" (line {e.lineno})" if e.lineno else ""
+    raise UserError(f"config file {path!r} is not valid Python{where}: "
+                    f"{e.msg}") from None
   return module
 
 
@@ -129,7 +139,12 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def run_id(cfg: ml_collections.ConfigDict) -> str:
   """A short stable id of the resolved config."""
-  return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+  return run_id_of(to_dict(cfg))
+
+
+def run_id_of(values: dict) -> str:
+  """The run id of a config as `to_dict` gives it (and config.json holds it)."""
+  return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_groups(c: ml_collections.ConfigDict, *, log_every: int, eval_every: int,

@@ -22,3 +22,28 @@ def require(condition: bool, field: str, value, allowed: str) -> None:
   """Raise ConfigError(field, value, allowed) unless condition holds."""
   if not condition:
     raise ConfigError(field, value, allowed)
+
+
+class EnvironmentFault(RuntimeError):
+  """The machine refused (a read-only or full disk, no permission): printed as one line naming
+  the path, exit code 3. `launch` turns any OSError that reaches it into one of these."""
+
+  def __init__(self, message: str):
+    super().__init__(message)
+
+
+EXIT_CODES = {"ok": 0, "failed": 1, "bad input": 2, "environment": 3, "interrupted": 143}
+
+
+def describe_os_error(e: OSError, doing: str = "") -> str:
+  """One line for an OSError: what failed, on which path ("no space left on device while writing
+  runs/x/summary.json")."""
+  import errno
+  import os
+  reason = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(
+                e.errno, e.strerror or type(e).__name__)
+  path = e.filename if e.filename is not None else ""
+  where = f" {doing}" if doing else (" at" if path else "")
+  text = f"{reason}{where}{' ' + os.fspath(path) if path else ''}"
+  return text if e.errno is not None or not str(e) else f"{text}: {e}"

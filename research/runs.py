@@ -52,8 +52,8 @@ def read(workdir: str, family_name: str | None = None, purpose: str = "this") ->
   workdir = os.path.abspath(str(workdir))
   if not os.path.isdir(workdir):
     raise UserError(f"no such run folder: {workdir!r}")
-  record = store.read_json(os.path.join(workdir, store.CONFIG))
-  if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+  record = store.read_config(workdir)
+  if record is None:
     raise UserError(f"{workdir!r} is not a run folder: it has no {store.CONFIG} with a config "
                     "(a run of python -m launch run, or a sweep's runs/<run id>)")
   found = family(record["config"])

@@ -22,49 +22,104 @@ from its last checkpoint on the next launch.
 import fcntl
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import pandas as pd
 
-from research.errors import UserError
-from research.fileio import atomic_write_json
+from research.errors import UserError, describe_os_error
+from research.fileio import atomic_write_json, writable_folder
 
 CONFIG, SUMMARY, STATUS = "config.json", "summary.json", "status.json"
-LOG, LOCK = "log.txt", ".lock"
+LOG, LOCK, METRICS = "log.txt", ".lock", "metrics.jsonl"
 SWEEP, RUNS_DIR, RUNS_CSV = "sweep.json", "runs", "runs.csv"
 STATES = ("finished", "running", "failed", "interrupted", "pending")
 
 
 def check_workdir(workdir: str) -> None:
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir {workdir!r} is an existing file, not a folder; choose another "
-                    "path")
+  """Before any work: `workdir` can be a folder and this process can write there (or in its
+  nearest existing parent; nothing is created). UserError for a path that cannot be a folder,
+  EnvironmentFault when the disk refuses."""
+  writable_folder(workdir, "--workdir", create=False)
 
 
 def read_json(path: str) -> dict | None:
+  """The JSON object in `path`, None when there is no such file; a UserError naming the file
+  when it is not a JSON object (damaged, truncated, edited by hand, or another kind of file)."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
   except FileNotFoundError:
     return None
+  except IsADirectoryError:
+    raise UserError(f"{path!r} is a folder, where a JSON file was expected") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path!r} is not valid JSON ({_json_problem(e)}): the file is damaged or "
+                    "was edited; restore it, or use another folder") from None
+  if not isinstance(value, dict):
+    raise UserError(f"{path!r} holds a JSON {type(value).__name__}, not the object this project "
+                    "writes there: the file was replaced or edited")
+  return value
+
+
+def _json_problem(e: Exception) -> str:
+  if isinstance(e, json.JSONDecodeError):
+    return f"{e.msg} at line {e.lineno} column {e.colno}" if e.doc.strip() else "empty file"
+  return "not UTF-8 text"
+
+
+def read_status(run_dir: str) -> dict:
+  """status.json of a run folder, {} when absent or damaged (a status is advisory: the run's
+  state also follows from its checkpoints and summary, research.store.run_state)."""
+  try:
+    return read_json(os.path.join(run_dir, STATUS)) or {}
+  except UserError:
+    return {}
 
 
 # One run's folder.
 
+def read_config(workdir: str) -> dict | None:
+  """config.json of a run folder ({"run_id", "config"}), None when absent; a UserError when it
+  is damaged or no longer matches its run id (edited after the run started: it would then
+  misdescribe the run's checkpoints and results)."""
+  from research.config import run_id_of
+  path = os.path.join(workdir, CONFIG)
+  record = read_json(path)
+  if record is None:
+    return None
+  if not isinstance(record.get("config"), dict) or not isinstance(record.get("run_id"), str):
+    raise UserError(f"{path!r} is not a run's config file: it lacks the run_id and config this "
+                    "project writes (a run of python -m launch run, or a sweep's runs/<id>)")
+  found = run_id_of(record["config"])
+  if found != record["run_id"]:
+    raise UserError(f"{path!r} was edited: its config hashes to run {found}, but the file names "
+                    f"run {record['run_id']}, whose checkpoints and results are in this folder; "
+                    "restore the file, or train the edited config in a new folder")
+  return record
+
+
 def claim(workdir: str, config_dict: dict, run_id: str) -> str:
-  """'new', 'resume' or 'finished'; writes config.json for a new run."""
+  """'new', 'resume' or 'finished'; writes config.json for a new run. A run to resume must
+  still have its metrics.jsonl (the summary's training loss is read from it)."""
   check_workdir(workdir)
   path = os.path.join(workdir, CONFIG)
-  stored = read_json(path)
+  stored = read_config(workdir)
   if stored is not None:
-    if stored.get("run_id") != run_id:
+    if stored["run_id"] != run_id:
       raise UserError(
-          f"workdir {workdir!r} holds run {stored.get('run_id')} with a different config than "
+          f"workdir {workdir!r} holds run {stored['run_id']} with a different config than "
           f"this one ({run_id}); use another --workdir, or delete that folder to start over")
     if os.path.exists(os.path.join(workdir, SUMMARY)):
       return "finished"
-    return "resume" if os.path.isdir(os.path.join(workdir, "checkpoints")) else "new"
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      return "new"
+    if not os.path.exists(os.path.join(workdir, METRICS)):
+      raise UserError(f"{workdir!r} has checkpoints but no {METRICS}: the log of the steps "
+                      "trained so far is gone, and the run's summary is computed from it; "
+                      "restore the file, or delete the folder's checkpoints to start over")
+    return "resume"
   os.makedirs(workdir, exist_ok=True)
   atomic_write_json(path, {"run_id": run_id, "config": config_dict})
   return "new"
@@ -81,33 +136,65 @@ def units(summary: dict) -> float | None:
   return summary.get(unit, summary.get("tokens"))
 
 
-def write_status(run_dir: str, status: str, **fields) -> None:
-  previous = read_json(os.path.join(run_dir, STATUS)) or {}
+def write_status(run_dir: str, status: str, **fields) -> bool:
+  """Records a run's status; False (with a one-line warning) when the disk refuses: a status is
+  advisory (run_state reads the checkpoints and summary too), so a sweep outlives it."""
+  previous = read_status(run_dir)
   attempt = previous.get("attempt", 0) + (1 if status == "running" else 0)
-  atomic_write_json(os.path.join(run_dir, STATUS),
-                    {"status": status, "time": time.time(), "attempt": attempt, **fields})
+  try:
+    atomic_write_json(os.path.join(run_dir, STATUS),
+                      {"status": status, "time": time.time(), "attempt": attempt, **fields})
+  except OSError as e:
+    print(f"warning: the status '{status}' of {run_dir} was not recorded: "
+          f"{describe_os_error(e)}", file=sys.stderr)
+    return False
+  return True
 
 
 class RunLock:
-  """An exclusive flock on run_dir/.lock, held while a process trains the run."""
+  """An exclusive flock on run_dir/.lock, held while a process trains the run; the file names
+  the holder's pid. The kernel drops the lock when its holder dies, so a stale lock file is
+  simply taken over."""
 
   def __init__(self, run_dir: str):
+    self.run_dir = run_dir
     self.path = os.path.join(run_dir, LOCK)
     self.fd = None
 
-  def acquire(self, timeout: float = 0.0) -> bool:
+  def acquire(self, timeout: float = 0.0, *, record_pid: bool = True) -> bool:
     self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.time() + timeout
     while True:
       try:
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
+        break
       except BlockingIOError:
         if time.time() >= deadline:
           os.close(self.fd)
           self.fd = None
           return False
         time.sleep(0.2)
+    if record_pid:
+      os.ftruncate(self.fd, 0)
+      os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+    return True
+
+  def holder(self) -> str:
+    """The pid written by the process holding the lock ('?' when unknown)."""
+    try:
+      with open(self.path) as f:
+        return f.read().strip() or "?"
+    except OSError:
+      return "?"
+
+  def acquire_or_refuse(self) -> None:
+    """Takes the lock (making the folder), else a UserError naming the process that holds it."""
+    os.makedirs(self.run_dir, exist_ok=True)
+    if not self.acquire():
+      pid = self.holder()
+      raise UserError(f"run folder {self.run_dir!r} is being trained by another process (pid "
+                      f"{pid}, holding {self.path}); wait for it to finish, or stop it "
+                      f"(kill {pid}: it saves a checkpoint) and run this again to resume")
 
   def release(self) -> None:
     if self.fd is not None:
@@ -120,7 +207,7 @@ def is_locked(run_dir: str) -> bool:
   if not os.path.exists(os.path.join(run_dir, LOCK)):
     return False
   lock = RunLock(run_dir)
-  if lock.acquire():
+  if lock.acquire(record_pid=False):
     lock.release()
     return False
   return True
@@ -132,7 +219,7 @@ def run_state(run_dir: str) -> str:
     return "finished"
   if is_locked(run_dir):
     return "running"
-  status = (read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
+  status = read_status(run_dir).get("status")
   if status == "failed":
     return "failed"
   if status in ("running", "interrupted") or os.path.isdir(os.path.join(run_dir, "checkpoints")):

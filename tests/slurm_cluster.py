@@ -76,13 +76,16 @@ StoragePort=3306
 """
 
 
-def _wait(check, what: str, timeout: float = 60.0) -> None:
+def wait_for(check, what: str, timeout: float = 60.0, describe=lambda: "") -> None:
+  """Polls check() until it holds; an AssertionError naming `what` (and describe()'s account of
+  the cluster) after `timeout` seconds."""
   deadline = time.time() + timeout
   while time.time() < deadline:
     if check():
       return
-    time.sleep(0.3)
-  raise RuntimeError(f"the Slurm test cluster: {what} did not come up in {timeout:.0f} s")
+    time.sleep(0.2)
+  raise AssertionError(f"the Slurm test cluster: {what} not reached in {timeout:.0f} s. "
+                       f"{describe()}")
 
 
 def _ok(*cmd, env=None) -> bool:
@@ -117,19 +120,19 @@ def start(folder: str) -> dict:
       subprocess.Popen(["mariadbd", "--user=mysql", "--datadir=/var/lib/mysql",
                         f"--socket={socket}", "--bind-address=127.0.0.1"],
                        stdout=log, stderr=log, start_new_session=True)
-    _wait(lambda: _ok("mysqladmin", f"--socket={socket}", "ping"), "MariaDB")
+    wait_for(lambda: _ok("mysqladmin", f"--socket={socket}", "ping"), "MariaDB")
   subprocess.run(["mysql", f"--socket={socket}", "-e",
                   f"CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
                   "DROP DATABASE IF EXISTS slurm_acct_db; CREATE DATABASE slurm_acct_db; "
                   "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"],
                  check=True)
   subprocess.run(["slurmdbd"], env=env, check=True)
-  _wait(lambda: _ok("sacctmgr", "-n", "list", "cluster", env=env), "slurmdbd")
+  wait_for(lambda: _ok("sacctmgr", "-n", "list", "cluster", env=env), "slurmdbd")
   subprocess.run(["sacctmgr", "-i", "add", "cluster", CLUSTER], env=env,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   subprocess.run(["slurmctld"], env=env, check=True)
   subprocess.run(["slurmd", "-N", "localhost"], env=env, check=True)
-  _wait(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env,
+  wait_for(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env,
                                           capture_output=True, text=True).stdout, "slurmd")
   return env
 

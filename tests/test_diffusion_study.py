@@ -105,14 +105,16 @@ def test_sample_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
            (["--steps", "21"], "--steps 21: the run was trained with 20 diffusion steps")]
   lm_run = tmp_path / "lm"
   lm_run.mkdir()
+  lm = {"model": {"d_model": 64, "n_layers": 2}}
   (lm_run / "config.json").write_text(json.dumps(
-      {"run_id": "x", "config": {"model": {"d_model": 64, "n_layers": 2}}}))
+      {"run_id": config_lib.run_id_of(lm), "config": lm}))
   cases.append((["--workdir", str(lm_run)], "checkpoint of a different model family: it trained "
                  "a transformer language model, and launch sample needs a DDPM U-Net"))
   bad_size = tmp_path / "bad"
   bad_size.mkdir()
   record = json.load(open(tiny_run / "config.json"))
   record["config"]["model"].update(image_size=9, ch_mult=[1, 2])
+  record["run_id"] = config_lib.run_id_of(record["config"])  # a run of that config, not an edit
   (bad_size / "config.json").write_text(json.dumps(record))
   cases.append((["--workdir", str(bad_size)], "model.image_size"))
   for extra, message in cases:

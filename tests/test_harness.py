@@ -15,6 +15,7 @@ for _var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
   os.environ.setdefault(_var, "1")
 
 import lm_helpers  # noqa: E402
+from research import config as config_lib  # noqa: E402
 from research.errors import UserError  # noqa: E402
 
 MC = [{"question": "The sky is", "choices": [" blue", " green", " loud"], "label": 0},
@@ -78,6 +79,7 @@ def test_load_run(tiny_run, tmp_path):
   with pytest.raises(UserError, match="no checkpoint"):
     runs.load_run(tmp_path / "fresh")
   del record["config"]["model"]["d_model"]
+  record["run_id"] = config_lib.run_id_of(record["config"])  # not an edited file: another run's
   (tmp_path / "unet").mkdir()
   (tmp_path / "unet" / "config.json").write_text(json.dumps(record))
   with pytest.raises(UserError, match="checkpoint of a different model family"):

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -71,13 +70,21 @@ def test_smoke_sweep_through_slurm_matches_the_local_backend(slurm, smoke_sweep,
   assert code == 0 and "8 done" in out and "Slurm: 8 completed" in out, out
 
 
-def _wait_for(condition, timeout=180):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if condition():
-      return
-    time.sleep(0.2)
-  raise AssertionError("condition not reached in time")
+def _wait_for(condition, timeout=180, describe=lambda: ""):
+  slurm_cluster.wait_for(condition, getattr(condition, "__name__", "a condition"), timeout,
+                         describe)
+
+
+def _queue_line(job: str) -> str:
+  return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True,
+                        text=True).stdout.strip()
+
+
+def _tail(path, lines=15) -> str:
+  try:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+  except OSError:
+    return "(none)"
 
 
 @pytest.mark.parametrize("preempt", [
@@ -106,12 +113,22 @@ def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
   _wait_for(lambda: "interrupted" in (folder / "status.json").read_text())
 
   def held():  # Slurm holds a requeued job for about two minutes: release it now
-    return "BeginTime" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"],
-                                         capture_output=True, text=True).stdout
+    return "BeginTime" in _queue_line(job)
 
-  _wait_for(held)
+  def finished():  # the resumed task, released again should Slurm hold it again (a loaded CI)
+    if held():
+      subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+    return (folder / "summary.json").exists()
+
+  def describe():
+    logs = sorted((workdir / "slurm").glob("*.out")) + sorted((workdir / "slurm").glob("*.err"))
+    return (f"queue: {_queue_line(job)!r}; status.json: {_tail(folder / 'status.json')}; "
+            f"log.txt:\n{_tail(folder / 'log.txt')}\n"
+            + "\n".join(f"{p.name}:\n{_tail(p)}" for p in logs[-4:]))
+
+  _wait_for(held, describe=describe)
   subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-  _wait_for(lambda: (folder / "summary.json").exists(), timeout=300)
+  _wait_for(finished, timeout=420, describe=describe)
   log = (folder / "log.txt").read_text()
   assert "SIGTERM: saved the checkpoint at step" in log  # USR2 reaches the loop as SIGTERM
   assert "resumed from the checkpoint at step" in log

@@ -187,8 +187,10 @@ def test_threads_per_run_are_fixed_by_the_plan(tmp_path):
 def test_run_store_states(tmp_path):
   folder = tmp_path / "r"
   assert store.run_state(str(folder)) == "pending"
-  assert store.claim(str(folder), {"a": 1}, "abc") == "new"
-  assert store.claim(str(folder), {"a": 1}, "abc") == "new"
+  from research.config import run_id_of
+  run_id = run_id_of({"a": 1})  # config.json's run id must be its config's hash
+  assert store.claim(str(folder), {"a": 1}, run_id) == "new"
+  assert store.claim(str(folder), {"a": 1}, run_id) == "new"
   store.write_status(str(folder), "running", pid=1)
   assert store.run_state(str(folder)) == "interrupted"  # running, but nobody holds the lock
   lock = store.RunLock(str(folder))

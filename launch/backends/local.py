@@ -160,8 +160,11 @@ class LocalBackend:
       code = slot["process"].exitcode
       reason = f"the worker process died (exit code {code}) while training this run"
       store.write_status(task.run_dir, "failed", reason=reason)
-      with open(os.path.join(task.run_dir, store.LOG), "a") as log:
-        log.write(f"run {task.run_id} failed: {reason}\n")
+      try:
+        with open(os.path.join(task.run_dir, store.LOG), "a") as log:
+          log.write(f"run {task.run_id} failed: {reason}\n")
+      except OSError:  # the disk refused; the reason is in the sweep's own output
+        pass
       result = worker_lib.Result(task.run_id, "failed", reason)
     slot["task"] = None
     on_done(result)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from launch import options
 from launch import plan as plan_lib
 from launch import worker as worker_lib
 from research import store
@@ -232,8 +233,8 @@ def add_arguments(parser) -> None:
   slurm = parser.add_argument_group("--backend slurm (see docs/slurm.md)")
   slurm.add_argument("--partition", help="Slurm partition")
   slurm.add_argument("--time", default="1:00:00", help="time limit per array task, [D-]HH:MM:SS")
-  slurm.add_argument("--gpus-per-run", type=int, default=0)
-  slurm.add_argument("--cpus-per-run", type=int, default=None,
+  slurm.add_argument("--gpus-per-run", type=options.integer(least=0), default=0)
+  slurm.add_argument("--cpus-per-run", type=options.integer(least=1), default=None,
                      help="CPUs per array task (default: --threads-per-worker)")
   slurm.add_argument("--mem", help="memory per node, e.g. 16G")
   slurm.add_argument("--account")

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from research.errors import UserError
+from research.fileio import npz_names, read_npz
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -101,35 +102,43 @@ def from_array(x, source: str = "array") -> ImageSet:
   return ImageSet(source, len(x), lambda a, b: x[a:b])
 
 
-def from_npz(path: str) -> ImageSet:
-  """The only array in an `.npz`, or its `images` array."""
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      names = data.files
-      key = names[0] if len(names) == 1 else "images" if "images" in names else None
-      if key is None:
-        raise UserError(f"{path!r} holds arrays {names}; an image .npz holds one array or one "
-                        "named 'images'")
-      x = data[key]
-  except (OSError, ValueError) as e:
-    if isinstance(e, UserError):
-      raise
-    raise UserError(f"{path!r} is not a readable .npz: {e}") from e
+def from_npz(path: str, what: str = "image .npz") -> ImageSet:
+  """The only array in an `.npz`, or its `images` array (research.fileio.read_npz: a damaged or
+  foreign file is a UserError naming `what` and the path)."""
+  names = npz_names(path, what)
+  key = names[0] if len(names) == 1 else "images" if "images" in names else None
+  if key is None:
+    raise UserError(f"{path!r} holds arrays {names}; an image .npz holds one array or one "
+                    "named 'images'")
+  x = read_npz(path, what, keys=(key,))[key]
   return from_array(x, f"{path!r} array {key!r}")
+
+
+def _image_mode(mode: str) -> str:
+  """The mode an image is read in: grey ("L") for grey and integer modes, else "RGB"."""
+  return "L" if mode in ("L", "1", "I;16", "I", "F") else "RGB"
 
 
 def _read_image(path: str) -> np.ndarray:
   from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
     with Image.open(path) as image:
-      mode = image.mode
-      if mode in ("L", "1", "I;16", "I", "F"):
-        array = np.asarray(image.convert("L"))
-      else:
-        array = np.asarray(image.convert("RGB"))
-  except OSError as e:
+      array = np.asarray(image.convert(_image_mode(image.mode)))
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise UserError(f"image {path!r} cannot be read: {e}") from e
   return array
+
+
+def _image_shape(path: str) -> tuple[int, ...]:
+  """The shape `_read_image` will give, from the file's header alone (no pixels decoded)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+      grey = _image_mode(image.mode) == "L"
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise UserError(f"image {path!r} cannot be read: {e}") from e
+  return (height, width) if grey else (height, width, 3)
 
 
 def from_folder(folder: str) -> ImageSet:
@@ -139,24 +148,30 @@ def from_folder(folder: str) -> ImageSet:
   if not files:
     raise UserError(f"folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
   first = _read_image(files[0])
+  for path in files[1:]:  # headers only: mixed sizes are refused before any work
+    _check_shape(path, _image_shape(path), files[0], first.shape)
 
   def read(start: int, stop: int) -> np.ndarray:
     arrays = []
     for path in files[start:stop]:
       array = _read_image(path)
-      if array.shape != first.shape:
-        raise UserError(f"image {path!r} has shape {array.shape} but {files[0]!r} has "
-                        f"{first.shape}: all images must share one size and channel count")
+      _check_shape(path, array.shape, files[0], first.shape)
       arrays.append(array)
     return to_unit_range(np.stack(arrays), f"folder {folder!r}")
 
   return ImageSet(f"folder {folder!r}", len(files), read)
 
 
-def open_images(path: str) -> ImageSet:
-  """A folder of image files or an `.npz` of an array of images."""
+def _check_shape(path: str, shape, first_path: str, first_shape) -> None:
+  if tuple(shape) != tuple(first_shape):
+    raise UserError(f"image {path!r} has shape {tuple(shape)} but {first_path!r} has "
+                    f"{tuple(first_shape)}: all images must share one size and channel count")
+
+
+def open_images(path: str, what: str = "image .npz") -> ImageSet:
+  """A folder of image files or an `.npz` of an array of images (`what` names it in errors)."""
   if os.path.isdir(path):
     return from_folder(path)
   if os.path.isfile(path) and path.endswith(".npz"):
-    return from_npz(path)
+    return from_npz(path, what)
   raise UserError(f"{path!r} is neither a folder of images nor an .npz file")

@@ -43,8 +43,8 @@ class Side:
   def open(cls, label: str, path: str) -> "Side":
     """A statistics `.npz` (`mu`, `sigma`), a folder of images or an `.npz` of images."""
     if fid.is_stats_file(path):
-      return cls(label, path, loaded=fid.load_stats(path))
-    return cls(label, path, images=image_data.open_images(path))
+      return cls(label, path, loaded=fid.load_stats(path, f"{label} statistics file"))
+    return cls(label, path, images=image_data.open_images(path, label))
 
   @classmethod
   def from_array(cls, label: str, images_NxHxWxC, name: str = "array") -> "Side":
@@ -79,6 +79,9 @@ class Side:
     self.counts = sorted(set(counts))
 
   def _check_loaded(self, extractor, features: str) -> None:
+    """Raises UserError unless the statistics suit `features` and the extractor's dimension;
+    with an extractor (the other side's features are to be computed, slowly), also unless their
+    covariance is positive semi-definite, so that the distance cannot fail after that work."""
     s = self.loaded
     if s.features and s.features != features:
       raise UserError(f"{self.label} statistics {self.path!r} were computed with features "
@@ -86,6 +89,8 @@ class Side:
     if extractor is not None and s.mu.shape[0] != extractor.dim:
       raise UserError(f"{self.label} statistics {self.path!r} have dimension {s.mu.shape[0]}; "
                       f"--features {features} gives {extractor.dim}")
+    if extractor is not None:
+      fid.check_covariance(s.sigma, f"{self.label} statistics {self.path!r}")
 
   def save(self, folder: str) -> str:
     """Writes the statistics of the most samples to folder/<name>_<features>_stats.npz."""

@@ -26,7 +26,7 @@ import scipy.linalg.blas
 import threadpoolctl
 
 from research.errors import UserError
-from research.fileio import atomic_write_bytes
+from research.fileio import atomic_write_bytes, npz_names, read_npz
 
 # Relative size of a negative eigenvalue of S1 S2 (a complex square root) that is an error.
 NEGATIVE_EIGENVALUE_RTOL = 1e-6
@@ -131,6 +131,18 @@ def _check_stats(mu, sigma, where: str) -> tuple[np.ndarray, np.ndarray]:
     raise UserError(f"{where}: sigma is not symmetric (relative asymmetry {asym:.2e}); a "
                     "covariance must be")
   return mu, (sigma + sigma.T) / 2
+
+
+def check_covariance(sigma_DxD, where: str) -> None:
+  """Raises UserError unless sigma is positive semi-definite up to rounding (its lowest
+  eigenvalue at least -NEGATIVE_EIGENVALUE_RTOL times its largest), as the distance needs."""
+  with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):  # see sqrt_product_eigenvalues
+    w = scipy.linalg.eigh(np.asarray(sigma_DxD, np.float64), eigvals_only=True,
+                          check_finite=False, driver="evd")
+  top = max(w.max(initial=0.0), 1e-300)
+  if w.min(initial=0.0) < -NEGATIVE_EIGENVALUE_RTOL * top:
+    raise UserError(f"{where}: the covariance has eigenvalue {w.min():.3e} (largest {top:.3e}): "
+                    "it is not positive semi-definite, so the Frechet distance is undefined")
 
 
 def _congruence(sigma1_DxD: np.ndarray, sigma2_DxD: np.ndarray) -> np.ndarray:
@@ -266,32 +278,25 @@ def save_stats(path: str, stats: Stats) -> None:
   atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_stats(path: str) -> Stats:
-  """Read `mu` and `sigma` (and `n`, `features` when present) from an `.npz` file."""
-  if not os.path.isfile(path):
-    raise UserError(f"statistics file {path!r} does not exist")
+def load_stats(path: str, what: str = "statistics file") -> Stats:
+  """Read `mu` and `sigma` (and `n`, `features` when present) from an `.npz` file; a UserError
+  naming `what` and the path for a file that is missing, damaged or not statistics."""
+  data = read_npz(path, what, keys=("mu", "sigma"), optional=("n", "features"))
+  mu, sigma = _check_stats(data["mu"], data["sigma"], f"{what} {path!r}")
   try:
-    with np.load(path, allow_pickle=False) as data:
-      missing = {"mu", "sigma"} - set(data.files)
-      if missing:
-        raise UserError(f"statistics file {path!r} lacks {sorted(missing)}; it has "
-                        f"{sorted(data.files)} (expected mu (D,) and sigma (D, D))")
-      mu, sigma = _check_stats(data["mu"], data["sigma"], f"statistics file {path!r}")
-      n = int(data["n"]) if "n" in data.files else 0
-      features = str(data["features"]) if "features" in data.files else ""
-  except (OSError, ValueError) as e:
-    if isinstance(e, UserError):
-      raise
-    raise UserError(f"statistics file {path!r} is not a readable .npz: {e}") from e
+    n = int(data["n"]) if "n" in data else 0
+    features = str(data["features"]) if "features" in data else ""
+  except (TypeError, ValueError) as e:
+    raise UserError(f"{what} {path!r}: 'n' or 'features' is not a single value: {e}") from e
   return Stats(mu=mu, sigma=sigma, n=n, features=features)
 
 
 def is_stats_file(path: str) -> bool:
-  """True when `path` is an .npz holding `mu` and `sigma` (not an array of images)."""
+  """True when `path` is an .npz holding `mu` and `sigma` (not an array of images); False for
+  anything else, unreadable files included (the image reader then names their problem)."""
   if not (os.path.isfile(path) and path.endswith(".npz")):
     return False
   try:
-    with np.load(path, allow_pickle=False) as data:
-      return {"mu", "sigma"} <= set(data.files)
-  except (OSError, ValueError):
+    return {"mu", "sigma"} <= set(npz_names(path))
+  except UserError:
     return False

@@ -55,3 +55,11 @@ def save_png(path: str, array: np.ndarray, scale: int = 1) -> None:
   buffer = io.BytesIO()
   image.save(buffer, format="PNG")
   atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_npz(path: str, images: np.ndarray) -> None:
+  """Images in [0, 1] as an (N, H, W, C) uint8 array named `images`, written atomically: the
+  image .npz that `python -m launch fid` reads."""
+  buffer = io.BytesIO()
+  np.savez(buffer, images=(images * 255).round().astype(np.uint8))
+  atomic_write_bytes(path, buffer.getvalue())

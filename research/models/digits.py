@@ -23,7 +23,7 @@ import optax
 
 from research.data import images as image_data
 from research.errors import UserError
-from research.fileio import atomic_write_bytes
+from research.fileio import atomic_write_bytes, read_npz
 
 SIZE = 8
 FEATURE_DIM = 64
@@ -128,10 +128,12 @@ def load_params(path: str = WEIGHTS) -> dict:
     raise UserError(f"digits extractor weights {path!r} do not exist; regenerate them with "
                     "python -m launch weights train-digits")
   params: dict = {}
-  with np.load(path, allow_pickle=False) as data:
-    for name in data.files:
-      layer, leaf = name.split("/")
-      params.setdefault(layer, {})[leaf] = jnp.asarray(data[name])
+  for name, value in read_npz(path, "digits extractor weights").items():
+    if name.count("/") != 1:
+      raise UserError(f"digits extractor weights {path!r}: array {name!r} is not named "
+                      "layer/leaf; regenerate them with python -m launch weights train-digits")
+    layer, leaf = name.split("/")
+    params.setdefault(layer, {})[leaf] = jnp.asarray(value)
   return params
 
 

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from research.errors import UserError
+from research.fileio import read_npz
 
 
 def to_numpy(value) -> np.ndarray:
@@ -33,11 +34,7 @@ def read_state_dict(path: str, what: str = "weight file",
   if not os.path.isfile(path):
     raise UserError(f"{what} {path!r} does not exist" + (f"; {missing}" if missing else ""))
   if path.endswith(".npz"):
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-      raise UserError(f"{what} {path!r} is not a readable .npz: {e}") from e
+    return read_npz(path, what)
   return _read_torch_file(path, what)
 
 

@@ -4,6 +4,7 @@
 conventions (which N, how C and D relate) and whether each fit converged.
 """
 
+import math
 import numpy as np
 
 from research.errors import UserError
@@ -35,8 +36,8 @@ def parse_flops(text: str, flag: str) -> list[float]:
     values = [float(b) for b in text.split(",") if b.strip()]
   except ValueError:
     raise UserError(f"{flag} {text!r}: give FLOPs as numbers separated by commas") from None
-  if not values or min(values) <= 0:
-    raise UserError(f"{flag} {text!r}: give one or more positive FLOP budgets")
+  if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
+    raise UserError(f"{flag} {text!r}: give one or more positive, finite FLOP budgets")
   return values
 
 

@@ -60,7 +60,7 @@ def checkpoint_steps(directory: str) -> list[int]:
 def check(parent: Parent, config_dict: dict, init_from: str, length_fields=()) -> dict:
   """Every check that needs only the parent's files; returns the parent's config.json record.
   `length_fields`: the config fields that set a run's length, which may differ too."""
-  record = store.read_json(os.path.join(parent.run_dir, store.CONFIG))
+  record = store.read_config(parent.run_dir)
   if record is None:
     raise UserError(f"config field '{FIELD}' = {init_from!r}: no run folder at {parent.run_dir} "
                     "(no config.json there)")

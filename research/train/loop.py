@@ -17,6 +17,7 @@ further into slices of at least `Recipe.slice_rows` examples per device, more wi
 """
 
 import dataclasses
+import errno
 import functools
 import math
 import os
@@ -252,32 +253,32 @@ class _Session:
                                        "mfu": f"{record['mfu']:.1%}"})
       self.meter.reset()
 
-  def steps(self) -> str:
-    """Train from the start step to the end, or until a signal: "finished" or "interrupted by
-    SIG..." (after saving a checkpoint)."""
+  def steps(self, stop: StopSignal) -> str:
+    """Train from the start step to the end, or until `stop` has received a signal: "finished"
+    or "interrupted by SIG..." (after saving a checkpoint). A signal that arrives after the last
+    step lets the run finish: its final evaluation and checkpoint are the run's result."""
     r, spec, pending = self.recipe, self.spec, None
-    with StopSignal() as stop:
-      for step in range(self.start, r.num_steps):
-        new_state, metrics = self.s.step(self.state, put_batch(r.train_batch(step),
-                                                               self.s.batch_sharding),
-                                         self.lrs[step])
-        if pending is not None:  # the previous step's metrics, read while this one runs
-          self.record(*pending)
-        self.state, pending, done = new_state, (step, metrics), step + 1
-        if done % spec.eval_every == 0 and done < r.num_steps:
-          self.evaluate(done)
-        if stop.received:  # this step's metrics first, so the resumed run's log has no gap
-          self.record(*pending)
-          self.save(done, self.units)
-          self.tracker.event("stopped", step=done, signal=stop.received)
-          self.tracker.message(f"{stop.received}: saved the checkpoint at step {done}; "
-                               "run the same command again to resume")
-          return f"interrupted by {stop.received}"
-        if (done % spec.checkpoint_every == 0 or done in spec.keep_steps) and done < r.num_steps:
-          # self.units covers the steps before this one, whose metrics are still pending
-          self.save(done, self.units + float(jax.device_get(metrics.get("units", 0.0))))
-      if pending is not None:
+    for step in range(self.start, r.num_steps):
+      new_state, metrics = self.s.step(self.state, put_batch(r.train_batch(step),
+                                                             self.s.batch_sharding),
+                                       self.lrs[step])
+      if pending is not None:  # the previous step's metrics, read while this one runs
         self.record(*pending)
+      self.state, pending, done = new_state, (step, metrics), step + 1
+      if done % spec.eval_every == 0 and done < r.num_steps:
+        self.evaluate(done)
+      if stop.received and done < r.num_steps:  # its metrics first: the resumed log has no gap
+        self.record(*pending)
+        self.save(done, self.units)
+        self.tracker.event("stopped", step=done, signal=stop.received)
+        self.tracker.message(f"{stop.received}: saved the checkpoint at step {done}; "
+                             "run the same command again to resume")
+        return f"interrupted by {stop.received}"
+      if (done % spec.checkpoint_every == 0 or done in spec.keep_steps) and done < r.num_steps:
+        # self.units covers the steps before this one, whose metrics are still pending
+        self.save(done, self.units + float(jax.device_get(metrics.get("units", 0.0))))
+    if pending is not None:
+      self.record(*pending)
     self.evaluate(r.num_steps)
     self.save(r.num_steps, self.units)
     return "finished"
@@ -301,17 +302,36 @@ class _Session:
             "report": dataclasses.asdict(r.report), **r.facts}
 
 
+def _as_os_error(e: Exception, path: str) -> Exception:
+  """An OSError for a write the disk refused deep inside Orbax / TensorStore (which report
+  ENOSPC and EROFS as ValueErrors naming the os error code), so that the command line says it
+  in one line with exit code 3; any other exception unchanged."""
+  if isinstance(e, OSError):
+    return e
+  text = str(e)
+  for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+    if f"os_error_code='{code}'" in text or os.strerror(code) in text:
+      return OSError(code, os.strerror(code), path)
+  return e
+
+
 def train(recipe: Recipe, spec: LoopSpec, workdir: str, config_dict: dict, run_id: str, *,
           lrs: np.ndarray | None = None, progress: bool | None = None,
-          wandb_group: str | None = None) -> dict:
+          wandb_group: str | None = None, stop: StopSignal | None = None) -> dict:
   """Train to `recipe.num_steps`, resuming from `workdir` if it holds checkpoints.
 
   Returns the summary of a finished run (the caller adds the training loss from the log and
   writes it, last, to summary.json), or {"status": "interrupted by SIG..."} when a signal
   stopped it after saving a checkpoint. `lrs`: the schedule of every step when the caller has
   it (learning_rates(recipe)); `progress` overrides the config's progress bar; `wandb_group`
-  groups the runs of a sweep.
+  groups the runs of a sweep; `stop`: the caller's SIGTERM / SIGINT flag, entered before the
+  call so that a signal at any moment of the run is seen (else the loop installs its own while
+  stepping).
   """
+  if stop is None:
+    with StopSignal() as own:
+      return train(recipe, spec, workdir, config_dict, run_id, lrs=lrs, progress=progress,
+                   wandb_group=wandb_group, stop=own)
   wall_start = time.time()
   lrs = learning_rates(recipe) if lrs is None else lrs
   with CompileClock() as compile_clock:
@@ -324,9 +344,12 @@ def train(recipe: Recipe, spec: LoopSpec, workdir: str, config_dict: dict, run_i
       session = _Session(recipe, spec, s, workdir, config_dict, run_id, lrs, progress,
                          wandb_group, wall_start)
       try:
-        status = session.steps()
-      finally:
-        session.close()
+        try:
+          status = session.steps(stop)
+        finally:
+          session.close()
+      except Exception as e:  # noqa: BLE001  (Orbax reports a full disk as a ValueError)
+        raise _as_os_error(e, os.path.join(workdir, "checkpoints")) from e
   if status != "finished":
     return {"status": status}
   return session.summary(status, compile_clock.seconds)

@@ -8,6 +8,8 @@ Schedules, each after a linear warmup from 0 to the peak `lr` over `warmup_steps
               `final_lr_fraction * lr`.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -17,20 +19,33 @@ from research.errors import require
 SCHEDULES = ("constant", "cosine", "wsd")
 
 
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def validate(train_cfg, num_steps: int) -> None:
-  require(train_cfg.schedule in SCHEDULES, "train.schedule", train_cfg.schedule,
+  """Every optimizer field in its domain; NaN and infinities never pass."""
+  t = train_cfg
+  require(t.schedule in SCHEDULES, "train.schedule", t.schedule,
           f"allowed: {', '.join(SCHEDULES)}")
-  require(train_cfg.lr > 0, "train.lr", train_cfg.lr, "must be positive")
-  require(0 <= train_cfg.warmup_steps <= num_steps, "train.warmup_steps", train_cfg.warmup_steps,
+  require(_finite(t.lr) and t.lr > 0, "train.lr", t.lr, "must be a finite number > 0")
+  require(0 <= t.warmup_steps <= num_steps, "train.warmup_steps", t.warmup_steps,
           f"must be in [0, number of steps = {num_steps}]")
-  require(0 <= train_cfg.final_lr_fraction <= 1, "train.final_lr_fraction",
-          train_cfg.final_lr_fraction, "must be in [0, 1]")
-  require(0 < train_cfg.cooldown_fraction <= 1, "train.cooldown_fraction",
-          train_cfg.cooldown_fraction, "must be in (0, 1]")
-  require(train_cfg.weight_decay >= 0, "train.weight_decay", train_cfg.weight_decay,
-          "must be >= 0")
-  require(train_cfg.grad_clip >= 0, "train.grad_clip", train_cfg.grad_clip,
-          "must be >= 0 (0 turns clipping off)")
+  require(_finite(t.final_lr_fraction) and 0 <= t.final_lr_fraction <= 1,
+          "train.final_lr_fraction", t.final_lr_fraction, "must be in [0, 1]")
+  require(_finite(t.cooldown_fraction) and 0 < t.cooldown_fraction <= 1,
+          "train.cooldown_fraction", t.cooldown_fraction, "must be in (0, 1]")
+  require(_finite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
+          "must be a finite number >= 0")
+  require(_finite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", t.grad_clip,
+          "must be a finite number >= 0 (0 turns clipping off)")
+  for name in ("b1", "b2"):  # Adam's moment decays: 1 would never forget, above 1 diverges
+    value = t.get(name)
+    require(value is None or (_finite(value) and 0 <= value < 1), f"train.{name}", value,
+            "must be in [0, 1)")
+  eps = t.get("eps")
+  require(eps is None or (_finite(eps) and eps > 0), "train.eps", eps,
+          "must be a finite number > 0")
 
 
 def schedule(train_cfg, num_steps: int) -> optax.Schedule:

@@ -65,16 +65,30 @@ def format_summary(s: dict) -> str:
 
 
 def run(cfg, study, workdir: str, *, progress: bool | None = None,
-        wandb_group: str | None = None, log=print, validated: bool = False) -> dict:
+        wandb_group: str | None = None, log=print, validated: bool = False,
+        locked: bool = False) -> dict:
   """Train `cfg` into `workdir` (resuming it, or reporting it finished) and return its summary.
 
-  Raises UserError for bad input (before the folder is touched) and loop.NonFiniteLoss when
-  training diverges (the last good checkpoint is kept). A run stopped by SIGTERM / SIGINT returns
-  {"status": "interrupted by ..."} after saving a checkpoint. Leaves no open checkpoint manager,
-  tracker or progress bar behind, so a worker can call it many times. `validated`: the study's
-  checks already passed for this config (a sweep's plan ran them).
+  Raises UserError for bad input (before the folder is touched), also when another process is
+  training the folder (its lock, research.store.RunLock, unless the caller holds it: `locked`),
+  and loop.NonFiniteLoss when training diverges (the last good checkpoint is kept). SIGTERM /
+  SIGINT are caught from the first line to the last: a run stopped before its last step returns
+  {"status": "interrupted by ..."} after saving a checkpoint; one stopped later finishes first.
+  Leaves no open checkpoint manager, tracker or progress bar behind, so a worker can call it
+  many times. `validated`: the study's checks already passed for this config (a sweep's plan ran
+  them).
   """
+  from research.train.clocks import StopSignal
   store.check_workdir(workdir)
+  with StopSignal() as stop:
+    summary = _run(cfg, study, workdir, stop, progress=progress, wandb_group=wandb_group,
+                   log=log, validated=validated, locked=locked)
+  if stop.received and summary.get("status") == "finished":
+    log(f"  ({stop.received} arrived while the run was finishing; it finished first)")
+  return summary
+
+
+def _run(cfg, study, workdir, stop, *, progress, wandb_group, log, validated, locked) -> dict:
   import jax  # after the config checks, which should fail fast
 
   from research import parallel
@@ -88,30 +102,38 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
   lrs = loop.learning_rates(recipe)
   branch.verify(spec.init_from, workdir, config_dict, lrs, recipe.length_fields)
   chief = jax.process_index() == 0  # in a multi-process run only process 0 writes run files
-  if chief:
-    state = store.claim(workdir, config_dict, run_id)
-  else:
-    state = "finished" if store.summary(workdir) is not None else "resume"
-  if state == "finished":
-    summary = store.summary(workdir)
+  lock = store.RunLock(workdir) if chief and not locked else None
+  if lock is not None:
+    lock.acquire_or_refuse()
+  try:
     if chief:
-      log(f"run {run_id} in {workdir} has already finished:")
-      log(format_summary(summary))
+      state = store.claim(workdir, config_dict, run_id)
+    else:
+      state = "finished" if store.summary(workdir) is not None else "resume"
+    if state == "finished":
+      summary = store.summary(workdir)
+      if chief:
+        log(f"run {run_id} in {workdir} has already finished:")
+        log(format_summary(summary))
+      return summary
+    print(f"run {run_id}: {state}, {recipe.num_steps} steps, workdir {workdir}", file=sys.stderr)
+    summary = loop.train(recipe, spec, workdir, config_dict, run_id, lrs=lrs, progress=progress,
+                         wandb_group=wandb_group, stop=stop)
+    if summary["status"] != "finished" or not chief:
+      if summary["status"] != "finished":
+        print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
+              file=sys.stderr)
+      return summary
+    records = tracking.read_log(os.path.join(workdir, store.METRICS))
+    train, evals = records.get("train", []), records.get("eval", [])
+    tail = train[-10:]
+    summary["train_loss_last10"] = float(np.mean([r["loss"] for r in tail])) if tail else None
+    paths = plots.save(plots.training_run(train, evals, summary),
+                       os.path.join(workdir, "curves"))
+    atomic_write_json(os.path.join(workdir, store.SUMMARY), summary)  # last: the run is finished
+    log(format_summary(summary))
+    log(f"  figures    {', '.join(paths)}")
     return summary
-  print(f"run {run_id}: {state}, {recipe.num_steps} steps, workdir {workdir}", file=sys.stderr)
-  summary = loop.train(recipe, spec, workdir, config_dict, run_id, lrs=lrs, progress=progress,
-                       wandb_group=wandb_group)
-  if summary["status"] != "finished" or not chief:
-    if summary["status"] != "finished":
-      print(f"run {run_id}: {summary['status']}; checkpoint saved, re-run to resume",
-            file=sys.stderr)
-    return summary
-  records = tracking.read_log(os.path.join(workdir, "metrics.jsonl"))
-  train, evals = records.get("train", []), records.get("eval", [])
-  tail = train[-10:]
-  summary["train_loss_last10"] = float(np.mean([r["loss"] for r in tail])) if tail else None
-  paths = plots.save(plots.training_run(train, evals, summary), os.path.join(workdir, "curves"))
-  atomic_write_json(os.path.join(workdir, store.SUMMARY), summary)  # last: the run is finished
-  log(format_summary(summary))
-  log(f"  figures    {', '.join(paths)}")
-  return summary
+  finally:
+    if lock is not None:
+      lock.release()
