@@ -13,8 +13,8 @@ import os
 import sys
 
 from launch import options
-from research.errors import EnvironmentFault, UserError, describe_os_error
-from research.fileio import atomic_write_json, writable_folder
+from research.errors import UserError
+from research.fileio import atomic_write_json, writable_folder, write_after_printing
 
 
 def parse(argv):
@@ -46,15 +46,6 @@ def _check_destination(workdir: str, names) -> str:
   return folder
 
 
-def _write(out: str, result: dict) -> None:
-  """The scores are on stdout already: a refused write says where they could not go."""
-  try:
-    atomic_write_json(out, result)
-  except OSError as e:
-    raise EnvironmentFault(f"the scores printed above could not be written to {out}: "
-                           f"{describe_os_error(e)}") from e
-
-
 def main(argv) -> int:
   args = parse(argv)
   from research import runs as run_folders
@@ -78,7 +69,8 @@ def main(argv) -> int:
     result.update(file=os.path.abspath(path), run=run.run_id, step=run.step, shots=args.shots)
     out = os.path.join(eval_dir, f"{task.name}.json")
     print(json.dumps({k: v for k, v in result.items() if k != "file"}), flush=True)
-    _write(out, result)
+    write_after_printing(lambda: atomic_write_json(out, result),
+                         f"the scores printed above could not be written to {out}")
     print(f"wrote {out}")
   return 0
 

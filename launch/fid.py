@@ -5,13 +5,12 @@ statistics file (`.npz` with `mu` and `sigma`, as written by this command or the
 `fid_stats_*.npz`). Statistics computed from images are written to --out.
 """
 
-import os
 import sys
 
 from launch import options
 from research.diffusion import compare
-from research.errors import EnvironmentFault, UserError, describe_os_error
-from research.fileio import atomic_write_json, writable_folder
+from research.errors import UserError
+from research.fileio import atomic_write_json, writable_file, writable_folder, write_after_printing
 
 
 def parse(argv):
@@ -47,10 +46,7 @@ def _check_destinations(args, sides) -> None:
   if any(side.loaded is None for side in sides):
     writable_folder(args.out, "--out", create=False)
   if args.json:
-    if os.path.isdir(args.json):
-      raise UserError(f"--json {args.json!r} is an existing folder; give a file path")
-    writable_folder(os.path.dirname(os.path.abspath(args.json)), "--json's folder",
-                    create=False)
+    writable_file(args.json, "--json")
 
 
 def _extractor(features: str, weights: str | None):
@@ -67,11 +63,8 @@ def _extractor(features: str, weights: str | None):
 
 def _written(what: str, write):
   """write()'s result; the numbers are on stdout already, so a refused write says what was lost."""
-  try:
-    return write()
-  except OSError as e:
-    raise EnvironmentFault(f"the numbers printed above are right, but {what} could not be "
-                           f"written: {describe_os_error(e)}") from e
+  return write_after_printing(write, f"the numbers printed above are right, but {what} could "
+                              "not be written")
 
 
 def _save(side: compare.Side, folder: str) -> None:

@@ -10,7 +10,7 @@ import sys
 
 from launch import options
 from research.errors import UserError
-from research.fileio import writable_folder
+from research.fileio import writable_file
 
 SEED_MAX = 2**32 - 1  # jax.random.key(seed) folds larger seeds onto others
 
@@ -36,13 +36,6 @@ def parse(argv):
   return parser.parse_args(argv)
 
 
-def check_destination(path: str, what: str) -> None:
-  """Before sampling: `path` is not a folder and its folder can be written (nothing created)."""
-  if os.path.isdir(path):
-    raise UserError(f"{what} {path!r} is an existing folder; give a file path")
-  writable_folder(os.path.dirname(os.path.abspath(path)), f"{what}'s folder", create=False)
-
-
 def main(argv) -> int:
   args = parse(argv)
   if not os.path.isdir(args.workdir):
@@ -61,9 +54,9 @@ def main(argv) -> int:
     raise UserError(f"--steps {args.steps}: the run was trained with {T} diffusion steps; "
                     f"sample with 1 to {T}")
   out = args.out or os.path.join(args.workdir, "samples.png")
-  check_destination(out, "--out")
+  writable_file(out, "--out")
   if args.npz:
-    check_destination(args.npz, "--npz")
+    writable_file(args.npz, "--npz")
   params, step = ddpm_recipe.restore_params(run, args.step)  # a missing step: one line, exit 2
   batch = min(args.batch_size, args.n)
   sample = ddpm_recipe.sampler_for(c, args.sampler, args.steps, batch, args.eta)

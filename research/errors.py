@@ -28,9 +28,6 @@ class EnvironmentFault(RuntimeError):
   """The machine refused (a read-only or full disk, no permission): printed as one line naming
   the path, exit code 3. `launch` turns any OSError that reaches it into one of these."""
 
-  def __init__(self, message: str):
-    super().__init__(message)
-
 
 EXIT_CODES = {"ok": 0, "failed": 1, "bad input": 2, "environment": 3, "interrupted": 143}
 

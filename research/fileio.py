@@ -35,6 +35,24 @@ def writable_folder(path: str, what: str = "--workdir", *, create: bool = True) 
   return path
 
 
+def writable_file(path: str, what: str) -> str:
+  """Checks, before any work, that the file `path` can be written: not an existing folder (a
+  UserError) and in a folder this process can write (`writable_folder`; nothing is created)."""
+  if os.path.isdir(path):
+    raise UserError(f"{what} {path!r} is an existing folder; give a file path")
+  writable_folder(os.path.dirname(os.path.abspath(path)), f"{what}'s folder", create=False)
+  return path
+
+
+def write_after_printing(write, lost: str):
+  """write()'s result, for outputs whose numbers are already on stdout: a write the disk refuses
+  is an EnvironmentFault (exit 3) that begins with `lost`, saying what could not be written."""
+  try:
+    return write()
+  except OSError as e:
+    raise EnvironmentFault(f"{lost}: {describe_os_error(e)}") from e
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
