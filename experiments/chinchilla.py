@@ -64,8 +64,7 @@ def validate(c) -> None:
   require(len(s.budgets) >= 2 and all(b > 0 for b in s.budgets)
           and list(s.budgets) == sorted(s.budgets), "sweep.budgets", s.budgets,
           "must be at least two increasing positive FLOP budgets")
-  require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
-          "an IsoFLOP budget needs at least 3 sizes to have an interior minimum")
+  common.require_sizes(s.sizes, 3, "an IsoFLOP budget needs 3 to have an interior minimum")
   require(s.spacing > 1, "sweep.spacing", s.spacing, "must be a ratio > 1 between sizes")
   require(isinstance(s.base_width, int) and s.base_width >= 1, "sweep.base_width", s.base_width,
           "must be muP's base d_model, where the learning rate was tuned")
@@ -73,8 +72,8 @@ def validate(c) -> None:
           "the prior N_opt = prior_n (C / prior_c)^prior_a needs prior_n, prior_c > 0 and "
           "0 < prior_a < 1")
   for field in ("extra_low", "extra_high"):
-    require(isinstance(s[field], int) and s[field] >= 0, f"sweep.{field}", s[field],
-            "must be a number of sizes >= 0")
+    require(isinstance(s[field], int) and 0 <= s[field] <= common.MAX_SIZES, f"sweep.{field}",
+            s[field], f"must be a number of sizes in [0, {common.MAX_SIZES}]")
 
 
 def _shape(n_target: float, s) -> ladder.Rung:

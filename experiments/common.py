@@ -6,6 +6,7 @@ import ml_collections
 
 from research import config as config_lib
 from research import store
+from research.errors import require
 from research.fileio import atomic_write_json, atomic_write_text
 
 
@@ -21,6 +22,15 @@ def expand(c: ml_collections.ConfigDict, changes) -> list[ml_collections.ConfigD
       change(run)
     runs.append(run)
   return runs
+
+
+MAX_SIZES = 100  # model sizes per sweep: more is a typo (sizes=1e15), not a ladder
+
+
+def require_sizes(sizes, least: int, why: str) -> None:
+  """sweep.sizes: an integer in [least, MAX_SIZES]."""
+  require(isinstance(sizes, int) and least <= sizes <= MAX_SIZES, "sweep.sizes", sizes,
+          f"must be an integer in [{least}, {MAX_SIZES}]: {why}")
 
 
 def checked_sweep(c: ml_collections.ConfigDict, validate):

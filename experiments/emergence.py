@@ -112,8 +112,7 @@ def validate(c) -> None:
   if s is None:
     return
   require(0 < s.n_min <= s.n_max, "sweep.n_min", s.n_min, "must be in (0, sweep.n_max]")
-  require(isinstance(s.sizes, int) and s.sizes >= 1, "sweep.sizes", s.sizes,
-          "must be a positive integer")
+  common.require_sizes(s.sizes, 1, "the number of ladder sizes")
   require(len(s.seeds) >= 1, "sweep.seeds", s.seeds, "needs at least one seed")
   require(set(s.positions) <= {"rotary", "learned"} and len(s.positions) >= 1, "sweep.positions",
           s.positions, "allowed: rotary, learned (one or both)")

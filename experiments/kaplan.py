@@ -56,8 +56,7 @@ def validate(c) -> None:
   s = common.checked_sweep(c, lm_recipe.validate)
   if s is None:
     return
-  require(isinstance(s.sizes, int) and s.sizes >= 3, "sweep.sizes", s.sizes,
-          "a law in N needs at least 3 sizes")
+  common.require_sizes(s.sizes, 3, "a law in N needs at least 3")
   require(0 < s.n_min < s.n_max, "sweep.n_min", s.n_min, f"must be in (0, sweep.n_max = "
           f"{s.n_max})")
   require(len(s.fractions) >= 3 and all(0 < f <= 1 for f in s.fractions)

@@ -13,6 +13,7 @@ from research.errors import UserError
 from research.fileio import writable_file
 
 SEED_MAX = 2**32 - 1  # jax.random.key(seed) folds larger seeds onto others
+DEFAULT_STEPS = 50    # sampling steps when --steps is not given
 
 
 def parse(argv):
@@ -21,8 +22,9 @@ def parse(argv):
   parser.add_argument("--n", type=options.integer(least=1), default=64,
                       help="number of samples (default 64)")
   parser.add_argument("--sampler", default="ddim", help="ddim (default) or ddpm")
-  parser.add_argument("--steps", type=options.integer(least=1), default=50,
-                      help="sampling steps, at most the run's diffusion.steps (default 50)")
+  parser.add_argument("--steps", type=options.integer(least=1), default=None,
+                      help="sampling steps, at most the run's diffusion.steps (default 50, or "
+                           "diffusion.steps when the run has fewer)")
   parser.add_argument("--eta", type=options.number(0.0, 1.0), default=0.0,
                       help="DDIM's eta, in [0, 1] (default 0)")
   parser.add_argument("--seed", type=options.integer(least=0, most=SEED_MAX), default=0)
@@ -50,6 +52,8 @@ def main(argv) -> int:
   if args.sampler not in ddpm.SAMPLERS:
     raise UserError(f"--sampler {args.sampler!r} is unknown: choose one of "
                     f"{', '.join(ddpm.SAMPLERS)}")
+  if args.steps is None:
+    args.steps = min(DEFAULT_STEPS, T)
   if args.steps > T:
     raise UserError(f"--steps {args.steps}: the run was trained with {T} diffusion steps; "
                     f"sample with 1 to {T}")

@@ -7,8 +7,10 @@ newest checkpoint first and falls back to older ones, with a warning, when one c
 """
 
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import warnings
 
 import jax
@@ -38,9 +40,14 @@ class Checkpointer:
       self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
-    return sorted(self.manager.all_steps())
+    """The saved steps; an empty step folder (nothing was ever written there) is not one."""
+    def written(step: int) -> bool:
+      folder = os.path.join(self.directory, str(step))
+      return not os.path.isdir(folder) or bool(os.listdir(folder))
+    return sorted(s for s in self.manager.all_steps() if written(s))
 
   def save(self, step: int, state, meta: dict) -> None:
+    check_space(self.directory, state)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
 
@@ -126,6 +133,20 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def check_space(directory: str, state) -> None:
+  """An OSError (ENOSPC) naming the sizes when `directory`'s disk lacks room for a checkpoint of
+  `state` (its arrays' bytes, plus a margin for Orbax's own files), before anything is written:
+  a save that fills the disk midway fails in Orbax's threads, with dozens of tracebacks."""
+  if jax.process_count() > 1:  # each host writes only its shards, maybe to a shared disk
+    return
+  need = sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(state))
+  need = int(need * 1.1) + (1 << 20)
+  free = shutil.disk_usage(directory).free
+  if free < need:
+    raise OSError(errno.ENOSPC, f"a checkpoint needs about {need / 2**20:.1f} MiB, "
+                  f"{free / 2**20:.1f} MiB free", directory)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections
@@ -85,18 +86,46 @@ def _parse(field: str, text: str, current):
       return False
     raise ConfigError(field, text, "expected a boolean (true or false)")
   if isinstance(current, (int, float)) and not isinstance(current, bool):
+    kind = type(current).__name__
     try:
       value = float(text) if isinstance(current, float) else _parse_int(text)
     except ValueError:
-      raise ConfigError(field, text, f"expected {type(current).__name__}") from None
+      raise ConfigError(field, text, f"expected {kind}") from None
+    except OverflowError:  # int(float("inf"))
+      value = math.inf
+    if not math.isfinite(value):  # no field of any study means nan or inf
+      raise ConfigError(field, text, f"expected a finite {kind}")
     return value
   if isinstance(current, (tuple, list)):
     try:
       value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = tuple(s.strip() for s in text.split(",") if s.strip())
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    except (ValueError, SyntaxError):  # words: a,b or (a, b)
+      inner = text.strip()
+      if inner[:1] + inner[-1:] in ("()", "[]"):
+        inner = inner[1:-1]
+      value = tuple(s.strip() for s in inner.split(",") if s.strip())
+    value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if current and all(_is_number(x) for x in current):  # a list of numbers stays one
+      value = tuple(_list_number(field, text, x) for x in value)
+    return value
   return text
+
+
+def _list_number(field: str, text: str, x):
+  """An element of a list of numbers: a number, or a word that reads as one (nan, 1e400 do not)."""
+  if isinstance(x, str):
+    try:
+      x = float(x)
+    except ValueError:
+      pass
+  if not (_is_number(x) and math.isfinite(x)):
+    shown = x if isinstance(x, str) else repr(x)
+    raise ConfigError(field, text, f"expected a list of finite numbers, not {shown!r}")
+  return x
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _parse_int(text: str) -> int:

@@ -40,6 +40,8 @@ def describe_os_error(e: OSError, doing: str = "") -> str:
   reason = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
             errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(
                 e.errno, e.strerror or type(e).__name__)
+  if e.errno is not None and e.strerror and e.strerror != os.strerror(e.errno):
+    reason = f"{reason} ({e.strerror})"  # the raiser's own detail, e.g. the sizes
   path = e.filename if e.filename is not None else ""
   where = f" {doing}" if doing else (" at" if path else "")
   text = f"{reason}{where}{' ' + os.fspath(path) if path else ''}"

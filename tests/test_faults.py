@@ -198,6 +198,51 @@ def test_a_full_disk_is_one_line_and_loses_nothing(unfinished, trained, capsys, 
   assert losses(unfinished) == losses(trained)
 
 
+def _free_space(monkeypatch, free_bytes):
+  """shutil.disk_usage as the checkpointer sees it: `free_bytes()` free, read on each call."""
+  from research import checkpoint
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                      lambda path: shutil._ntuple_diskusage(1 << 40, 0, free_bytes()))
+
+
+def test_a_disk_without_room_for_a_checkpoint_is_refused_before_training(unfinished, trained,
+                                                                          capsys, monkeypatch):
+  before = (unfinished / store.METRICS).read_bytes()
+  _free_space(monkeypatch, lambda: 1000)
+  assert _run(unfinished) == 3
+  line = _one_line_error(capsys)
+  assert "no space left on device (a checkpoint needs about" in line and "checkpoints" in line
+  assert (unfinished / store.METRICS).read_bytes() == before  # nothing evaluated or logged
+  assert not (unfinished / store.SUMMARY).exists()
+
+
+def test_a_disk_that_fills_midway_stops_at_a_checkpoint_in_one_line(tmp_path, trained, capsys,
+                                                                    monkeypatch):
+  calls = []  # the start's check, the save at step 2, then the disk is full at step 4
+
+  def free():
+    calls.append(1)
+    return 1 << 40 if len(calls) <= 2 else 1000
+
+  _free_space(monkeypatch, free)
+  folder = tmp_path / "run"
+  assert _run(folder) == 3
+  assert "no space left on device" in _one_line_error(capsys)
+  assert sorted(os.listdir(folder / "checkpoints")) == ["2"]
+  monkeypatch.undo()
+  assert _run(folder) == 0  # space freed: it resumes from step 2 and matches the whole run
+  assert losses(folder) == losses(trained)
+
+
+def test_an_empty_step_folder_is_not_a_checkpoint(unfinished, trained):
+  from research import checkpoint
+  (unfinished / "checkpoints" / "8").mkdir()
+  ckpt = checkpoint.Checkpointer(str(unfinished / "checkpoints"), read_only=True)
+  assert ckpt.steps() == [2, 4, 6]
+  ckpt.close()
+  assert _run(unfinished) == 0 and losses(unfinished) == losses(trained)
+
+
 def test_status_and_log_writes_the_disk_refuses_do_not_stop_a_sweep(tmp_path, capsys,
                                                                     monkeypatch):
   from launch import worker

@@ -260,6 +260,24 @@ def test_sample_of_a_missing_step_lists_the_steps(unet_run, tmp_path, capsys):
   assert not out.exists()
 
 
+def test_sample_default_steps_fit_a_run_with_fewer_diffusion_steps(unet_run, tmp_path, capsys,
+                                                                   monkeypatch):
+  from research.recipes import ddpm as ddpm_recipe
+  seen = {}
+
+  def sampler_for(c, sampler, steps, *args):  # the run has diffusion.steps = 20, not 50
+    seen["steps"] = steps
+    raise UserError("stop before sampling")
+
+  monkeypatch.setattr(ddpm_recipe, "restore_params", lambda run, step: ({}, 2))
+  monkeypatch.setattr(ddpm_recipe, "sampler_for", sampler_for)
+  got = launch(["sample", "--workdir", unet_run, "--out", str(tmp_path / "g.png")])
+  _one_error_line(capsys, 2, got, "stop before sampling")
+  assert seen["steps"] == 20
+  got = launch(["sample", "--workdir", unet_run, "--steps", "21"])
+  _one_error_line(capsys, 2, got, "--steps 21: the run was trained with 20 diffusion steps")
+
+
 def test_sample_destinations_are_checked_before_sampling(unet_run, tmp_path, capsys, monkeypatch):
   from research.recipes import ddpm as ddpm_recipe
   monkeypatch.setattr(ddpm_recipe, "restore_params", lambda *a: pytest.fail("restored"))

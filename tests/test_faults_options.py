@@ -22,15 +22,38 @@ def _refused(capsys, argv, *expected) -> str:
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("train.lr=inf", "'train.lr' = inf"), ("train.lr=nan", "'train.lr' = nan"),
+    ("train.lr=inf", "'train.lr' = 'inf': expected a finite float"),
+    ("train.lr=nan", "'train.lr' = 'nan'"), ("train.lr=1e999", "expected a finite float"),
     ("train.b1=1.5", "'train.b1' = 1.5: must be in [0, 1)"),
     ("train.b2=-0.1", "'train.b2' = -0.1"), ("train.eps=0.0", "'train.eps' = 0.0"),
-    ("train.weight_decay=inf", "'train.weight_decay' = inf"),
-    ("train.grad_clip=nan", "'train.grad_clip' = nan"),
+    ("train.weight_decay=inf", "'train.weight_decay' = 'inf'"),
+    ("train.grad_clip=nan", "'train.grad_clip' = 'nan'"),
+    ("train.cooldown_fraction=-inf", "expected a finite float"),
+    ("train.batch_size=inf", "expected a finite int"),      # int("inf") is an OverflowError
+    ("train.batch_size=1e400", "expected a finite int"),
 ])
 def test_config_values_outside_their_domain(tmp_path, capsys, override, expected):
   workdir = tmp_path / "run"
   _refused(capsys, ["run"] + tiny_args(workdir, 4, override), expected)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("study,override,expected", [
+    ("chinchilla.py:smoke", "sweep.sizes=1e15", "'sweep.sizes' = 1000000000000000: must be an "
+     "integer in [3, 100]"),
+    ("chinchilla.py:smoke", "sweep.extra_high=1e9", "'sweep.extra_high' = 1000000000"),
+    ("emergence.py:smoke", "sweep.sizes=1e6", "must be an integer in [1, 100]"),
+    ("kaplan.py:smoke", "sweep.sizes=500", "must be an integer in [3, 100]"),
+    ("chinchilla.py:smoke", "sweep.budgets=(1e9,nan,1e10)", "expected a list of finite numbers, "
+     "not 'nan'"),
+    ("chinchilla.py:smoke", "sweep.budgets=(1e9,x)", "not 'x'"),
+    ("diffusion.py:smoke", "diffusion.steps=1e15", "must be an integer in [2, 100000]"),
+])
+def test_sizes_a_planner_cannot_hold_are_refused(tmp_path, capsys, study, override, expected):
+  workdir = tmp_path / "sweep"
+  command = "run" if study.startswith("diffusion") else "sweep"
+  _refused(capsys, [command, "--config", os.path.join(REPO, "experiments", study),
+                    "--workdir", str(workdir), f"--config.{override}"], expected)
   assert not workdir.exists()
 
 

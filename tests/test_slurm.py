@@ -132,7 +132,11 @@ def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
 
   def describe():
     logs = sorted((workdir / "slurm").glob("*.out")) + sorted((workdir / "slurm").glob("*.err"))
-    return (f"queue: {_queue_line(job)!r}; status.json: {_tail(folder / 'status.json')}; "
+    accounting = subprocess.run(["sacct", "-n", "-P", "-D", "-j", job, "-o",
+                                 "JobID,State,ExitCode,Reason,Start,End"],
+                                capture_output=True, text=True).stdout.strip()
+    return (f"queue: {_queue_line(job)!r}; sacct (every requeue):\n{accounting}\n"
+            f"status.json: {_tail(folder / 'status.json')}; "
             f"log.txt:\n{_tail(folder / 'log.txt')}\n"
             + "\n".join(f"{p.name}:\n{_tail(p)}" for p in logs[-4:]))
 

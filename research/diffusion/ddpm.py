@@ -40,6 +40,7 @@ SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
 COSINE_S = 0.008        # Nichol & Dhariwal's offset
 MAX_BETA = 0.999        # ... and their clipping of beta near t = T
+MAX_T = 100_000         # diffusion steps: the schedule's arrays have T entries
 
 
 # Schedules.
@@ -49,7 +50,8 @@ def betas(schedule: str, T: int) -> np.ndarray:
   (Nichol & Dhariwal's `get_named_beta_schedule`), clipped at 0.999 (T < 20); cosine: alpha_bar(t) = f(t) / f(0),
   f(t) = cos((t / T + s) / (1 + s) pi / 2)^2, betas clipped at 0.999."""
   require(schedule in SCHEDULES, "diffusion.schedule", schedule, f"allowed: {', '.join(SCHEDULES)}")
-  require(isinstance(T, int) and T >= 2, "diffusion.steps", T, "must be an integer >= 2")
+  require(isinstance(T, int) and 2 <= T <= MAX_T, "diffusion.steps", T,
+          f"must be an integer in [2, {MAX_T}] (Ho et al. use 1000)")
   if schedule == "linear":
     scale = 1000.0 / T
     return np.minimum(np.linspace(scale * 1e-4, scale * 0.02, T, dtype=np.float64), MAX_BETA)

@@ -184,6 +184,7 @@ class _Session:
                                         keep_steps=spec.keep_steps)
     try:
       start = restore_or_init(self.ckpt, s, run_id, workdir, spec.init_from)
+      checkpoint.check_space(self.ckpt.directory, start.state)  # room for one, before training
     except BaseException:
       self.ckpt.close()
       raise
