@@ -64,7 +64,8 @@ def validate(c) -> None:
   require(len(s.budgets) >= 2 and all(b > 0 for b in s.budgets)
           and list(s.budgets) == sorted(s.budgets), "sweep.budgets", s.budgets,
           "must be at least two increasing positive FLOP budgets")
-  common.require_sizes(s.sizes, 3, "an IsoFLOP budget needs 3 to have an interior minimum")
+  common.require_sizes(s.sizes, 3, "an IsoFLOP budget needs at least 3 sizes to have an "
+                       "interior minimum")
   require(s.spacing > 1, "sweep.spacing", s.spacing, "must be a ratio > 1 between sizes")
   require(isinstance(s.base_width, int) and s.base_width >= 1, "sweep.base_width", s.base_width,
           "must be muP's base d_model, where the learning rate was tuned")
@@ -140,7 +141,7 @@ HEADLINE = "N total, C = 6ND"
 def _options(flops, budget_ids, bootstrap: int) -> dict:
   from research.scaling import report
   return report.options(approaches=[1, 2, 3], bootstrap=bootstrap, budgets=list(flops),
-                        budget_ids=budget_ids)
+                        budget_ids=budget_ids, window=None)  # every size of a budget
 
 
 def heldout_optimum(runs, budget_ids, options) -> dict:
@@ -161,7 +162,8 @@ def heldout_optimum(runs, budget_ids, options) -> dict:
   predicted = float(fit.form.loss(fit.theta, dict(N=np.array([n]), D=np.array([d])))[0])
   return dict(C=observed["C"], predicted_L_opt=predicted, observed_L_opt=observed["L_opt"],
               relative_error=(predicted - observed["L_opt"]) / observed["L_opt"],
-              predicted_N_opt=n, observed_N_opt=observed["N_opt"], train_converged=fit.converged)
+              predicted_N_opt=n, observed_N_opt=observed["N_opt"],
+              observed_inside_grid=observed["inside_grid"], train_converged=fit.converged)
 
 
 def _summary(report: dict) -> dict:
@@ -169,6 +171,8 @@ def _summary(report: dict) -> dict:
   for name, result in report["approaches"].items():
     entry = dict(a=result.get("a"), b=result.get("b"),
                  intervals=result.get("bootstrap", {}).get("intervals", {}))
+    if "failed" in result:
+      entry["failed"] = result["failed"]
     if name == "3":
       entry.update(E=result["fit"]["params"]["E"], alpha=result["fit"]["params"]["alpha"],
                    beta=result["fit"]["params"]["beta"], allocation=result["allocation"])
@@ -274,6 +278,8 @@ def format_report(record: dict) -> str:
                  f"{row['tokens_per_param']:.1f} | {row['L_opt']:.3f} |")
   for name, report in record["fits"].items():
     for approach, result in report["approaches"].items():
+      if "failed" in result:
+        lines.append(f"\nApproach {approach} ({name}): no estimate. {result['failed']}")
       for warning in result.get("warnings", []):
         lines.append(f"\nwarning ({name}, Approach {approach}): {warning}")
   for edge in record.get("edges", []):

@@ -200,7 +200,7 @@ def load_data(c, fams) -> text.TextData:
               families=list(c.tasks.families), weights=list(c.tasks.weights))
   return text.TextData(spec=f"tasks+{base.spec}", vocab_size=base.vocab_size,
                        bytes_per_token=1.0, unique_train_tokens=None, entropy_rate_nats=None,
-                       seed=c.seed, source=mixture, info=info)
+                       seed=c.seed, source=mixture, info=info, split_seed=base.split_seed)
 
 
 REPORT = dataclasses.replace(

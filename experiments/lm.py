@@ -40,7 +40,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
       attention_block=128, attention="auto", remat="none", parametrization="standard",
       mup_base_d_model=0, mup_base_d_head=0))
   c.data = ml_collections.ConfigDict(dict(
-      source="synthetic:", val_fraction=0.05, tfds_data_dir="", val_batches=8))
+      source="synthetic:", split_seed=0, val_fraction=0.05, tfds_data_dir="", val_batches=8))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16, seq_len=128, tokens=1_228_800, lr=3e-3, schedule="cosine",
       warmup_steps=50, final_lr_fraction=0.1, cooldown_fraction=0.2, weight_decay=0.1,

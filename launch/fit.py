@@ -25,6 +25,10 @@ def _parser() -> options.Parser:
   p.add_argument("--unique", help="column of unique tokens (data-constrained runs)")
   p.add_argument("--run", help="column of run ids: rows of one run share a training curve and "
                  "are resampled together by the bootstrap")
+  p.add_argument("--seeds", metavar="COLUMN",
+                 help="column of training seeds: runs with the same N and D are replicates of one "
+                 "design point, and the bootstrap resamples the seeds within each point (without "
+                 "it, it resamples the runs, which drops design points)")
   p.add_argument("--flops-per-param-token", type=options.number(0, low_open=True),
                  default=6.0,
                  help="k in C = k N D (default 6)")
@@ -57,8 +61,12 @@ def _parser() -> options.Parser:
                  help="runs whose log10 C differ by less than this share an IsoFLOP budget")
   p.add_argument("--drop-small-budgets", action="store_true",
                  help="Approach 2: skip budgets with fewer than three sizes instead of failing")
-  p.add_argument("--window", type=options.number(1), default=D["window"],
-                 help="Approach 2: fit each parabola within this factor in N of the best run")
+  p.add_argument("--window", type=_window, default=D["window"],
+                 help="Approach 2: fit each parabola within this factor in N of the best run, "
+                 f"at least --min-sizes sizes (default {D['window']:g}), or 'all': every size")
+  p.add_argument("--min-sizes", type=options.integer(least=3), default=D["min_sizes"],
+                 help=f"Approach 2: sizes a windowed parabola takes at least (default "
+                 f"{D['min_sizes']})")
   p.add_argument("--minimum", default="parabola", choices=["parabola", "akima"],
                  help="Approach 2: locate each budget's minimum with a parabola (Hoffmann et al.; "
                  "robust to noise) or an Akima spline through every size (Porian et al.; for "
@@ -70,6 +78,14 @@ def _parser() -> options.Parser:
   return p
 
 
+def _window(text: str):
+  """--window: a factor >= 1, or 'all' (None: every size of a budget)."""
+  return None if text.strip().lower() == "all" else options.number(1)(text)
+
+
+_window.__name__ = "window"  # argparse names the type in its messages
+
+
 def _load_runs(args) -> table.Runs:
   df = table.read_table(args.table)
   if args.drop_highest_loss:
@@ -78,7 +94,7 @@ def _load_runs(args) -> table.Runs:
     df = df.loc[df[args.loss].rank(method="first", ascending=False) > args.drop_highest_loss]
     df = df.reset_index(drop=True)
   return table.runs_from_table(df, n=args.n, loss=args.loss, d=args.d, c=args.c,
-                               unique=args.unique, run=args.run,
+                               unique=args.unique, run=args.run, seed=args.seeds,
                                flops_per_param_token=args.flops_per_param_token,
                                n_convention=args.n_convention)
 
@@ -92,7 +108,7 @@ def _options(args) -> dict:
               ci=args.ci, seed=args.seed,
               heldout=args.heldout, budget_tolerance_dex=args.budget_tolerance_dex,
               drop_small_budgets=args.drop_small_budgets, window=args.window,
-              minimum=args.minimum, budgets=budgets)
+              min_sizes=args.min_sizes, minimum=args.minimum, budgets=budgets)
 
 
 def main(argv: list[str]) -> int:

@@ -115,3 +115,22 @@ def test_data_constrained_form(shared_data, capsys):
   assert code == 2 and "needs the unique-tokens column (--unique)" in stderr
   code, stdout, _ = run([*args, "--unique", "unique_tokens", *FAST], capsys)
   assert code == 0 and "R_D* = " in stdout and "R_N* = " in stdout
+
+
+def test_replicate_seeds_are_resampled_within_design_points(tmp_path, capsys):
+  """--seeds: runs of one N and D are replicates; the bootstrap keeps the design and says so,
+  and every resample is accounted for."""
+  tables = [isoflop_table().assign(seed=0), isoflop_table(noise=0.01).assign(seed=1)]
+  tables[1]["loss"] = tables[0]["loss"] * np.exp(0.005 * np.random.default_rng(1).normal(
+      size=len(tables[0])))
+  path = tmp_path / "seeds.csv"
+  pd.concat(tables).to_csv(path, index=False)
+  common = [path, "--n", "params", "--d", "tokens", "--loss", "loss", "--approach", "2",
+            "--bootstrap", "40", "--window", "all", "--no-plots"]
+  code, out, err = run(common + ["--seeds", "seed"], capsys)
+  assert code == 0, err
+  assert "resamples of seeds within design points (25 points, 2-2 seeds each)" in out, out
+  code, out, _ = run(common, capsys)
+  assert code == 0 and "resamples of runs (the design itself: no seed column given)" in out
+  code, _, err = run(common + ["--window", "0.5"], capsys)
+  assert code == 2 and "--window" in err

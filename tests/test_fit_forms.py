@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from research.errors import UserError
 from research.scaling import approaches, table
-from research.scaling.fit import bootstrap_law, fit_law
+from research.scaling.fit import bootstrap_law, fit_law, resample_weights
 from research.scaling.forms import FORMS, hoffmann_frontier
 
 TRUE = dict(a=np.log(400.0), b=np.log(1500.0), e=np.log(1.7), alpha=0.34, beta=0.28)
@@ -85,14 +86,37 @@ def test_approach2_recovers_the_frontier_exponent():
   assert result["a"] + result["b"] == pytest.approx(1.0, abs=1e-9)
 
 
-def test_approach2_warns_when_the_minimum_is_at_the_edge():
+def _runs(n, d, flops, loss, keep=None, groups=None, points=None):
+  keep = np.ones(n.size, bool) if keep is None else keep
+  groups = np.arange(n.size) if groups is None else groups
+  return table.Runs(n[keep], d[keep], flops[keep], loss[keep], np.arange(keep.sum()),
+                    groups[keep], conventions=dict(flops_per_param_token=6.0),
+                    points=None if points is None else points[keep])
+
+
+def test_approach2_fits_every_size_or_a_window_of_at_least_min_sizes():
+  runs = _runs(*synthetic_runs(seed=3, noise=0.002))
+  assert all(m["n_sizes"] == 7 for m in approaches.approach2(runs, window=None)["minima"])
+  narrow = approaches.approach2(runs, window=1.5, min_sizes=5)["minima"]  # 1.5x holds 3 of 7
+  assert all(m["n_sizes"] == 5 for m in narrow)
+
+
+def test_approach2_leaves_out_a_minimum_outside_its_sizes_and_says_so():
   n, d, flops, loss = synthetic_runs(seed=4, noise=0.0)
-  small = n < hoffmann_frontier(TRUE_THETA, flops)["N_opt"] * 0.9  # only sizes below the optimum
-  runs = table.Runs(n[small], d[small], flops[small], loss[small], np.arange(small.sum()),
-                    np.arange(small.sum()), conventions=dict(flops_per_param_token=6.0))
-  result = approaches.approach2(runs)
-  assert len(result["warnings"]) == 6
-  assert all("edge" in w for w in result["warnings"])
+  n_opt = hoffmann_frontier(TRUE_THETA, flops)["N_opt"]
+  small = n < n_opt * 0.9  # only sizes below the optimum: every vertex is extrapolated
+  with pytest.raises(UserError, match="0 of 6 budgets have a minimum inside"):
+    approaches.approach2(_runs(n, d, flops, loss, small))
+  keep = (flops != flops.max()) | small  # only the largest budget lacks its optimum
+  result = approaches.approach2(_runs(n, d, flops, loss, keep))
+  assert [m["in_fit"] for m in result["minima"]] == [True] * 5 + [False]
+  assert result["n_budgets_left_out"] == 1 and len(result["warnings"]) == 1
+  assert "outside the sizes sampled: left out of the power law" in result["warnings"][0]
+  assert result["a"] == pytest.approx(TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"]), abs=0.03)
+  edge = (flops != flops.max()) | (n < n_opt * 1.1)  # the lowest loss at the edge, vertex inside
+  result = approaches.approach2(_runs(n, d, flops, loss, edge))
+  assert result["minima"][-1]["at_edge"] and result["minima"][-1]["in_fit"]
+  assert "lies inside it" in result["warnings"][0]
 
 
 def test_approach2_akima_minima_leave_out_edge_budgets():
@@ -138,3 +162,62 @@ def test_other_forms_recover_their_constants(name, theta, inputs):
   fit = fit_law(name, inputs, loss, keep=16)
   assert fit.converged
   np.testing.assert_allclose(fit.theta, theta, rtol=2e-3, atol=2e-3)
+
+
+def test_resampling_seeds_within_design_points_keeps_the_design():
+  points = np.repeat(np.arange(10), 3)          # 10 design points x 3 seeds, one row per run
+  within = resample_weights(np.arange(30), 200, seed=0, within=points)
+  per_point = within.reshape(200, 10, 3).sum(axis=2)
+  assert np.all(per_point == 3)                 # every resample keeps every design point
+  assert within.std() > 0                       # and still resamples the seeds
+  runs = resample_weights(np.arange(30), 200, seed=0).reshape(200, 10, 3).sum(axis=2)
+  assert np.mean(runs == 0) > 0.01              # resampling runs drops whole points
+  with pytest.raises(UserError, match="different design points"):
+    resample_weights(np.array([0, 0, 1]), 5, seed=0, within=np.array(["a", "b", "b"]))
+
+
+def _replicated(seeds=2, noise=0.004):
+  """synthetic_runs with `seeds` replicates of every design point (its own noise each)."""
+  parts = [synthetic_runs(seed=20 + s, noise=noise) for s in range(seeds)]
+  n, d, flops, loss = (np.concatenate([p[i] for p in parts]) for i in range(4))
+  points = np.tile(np.arange(parts[0][0].size), seeds)
+  return n, d, flops, loss, points
+
+
+def test_bootstrap_over_seeds_accounts_for_every_resample():
+  n, d, flops, loss, points = _replicated()
+  runs = _runs(n, d, flops, loss, points=points)
+  assert runs.replicates() == dict(design_points=42, seeds_min=2, seeds_max=2)
+  boot = approaches.bootstrap_allocation(lambda r, weights=None: approaches.approach2(
+      r, weights=weights), runs, 60, seed=0, ci=0.95)
+  assert boot["resample"].startswith("seeds within design points (42 points, 2-2 seeds")
+  assert boot["n_failed"] == 0 and boot["n_converged"] == 60 and boot["failures"] == {}
+  lo, hi = boot["intervals"]["a"]
+  assert lo < TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"]) + 0.03 and hi - lo < 0.1
+
+  def flaky(r, weights=None):  # fails whenever the first run's seed was not drawn
+    if weights[0] == 0:
+      raise UserError(f"budget {int(weights.sum())} could not be fitted")
+    return approaches.approach2(r, weights=weights)
+
+  boot = approaches.bootstrap_allocation(flaky, runs, 60, seed=0, ci=0.95)
+  assert 0 < boot["n_failed"] < 60 and boot["n_failed"] + boot["n_converged"] == 60
+  assert boot["failures"] == {"UserError: budget # could not be fitted": boot["n_failed"]}
+
+
+def test_one_seed_per_point_resamples_the_runs_and_says_so():
+  n, d, flops, loss, points = _replicated(seeds=1)
+  runs = _runs(n, d, flops, loss, points=points)
+  assert runs.bootstrap_points() is None
+  assert approaches.resample_kind(runs) == "runs (the design itself: one seed per design point)"
+  assert approaches.resample_kind(_runs(n, d, flops, loss)).startswith("runs (the design itself")
+
+
+def test_seed_column_makes_design_points_from_n_and_d():
+  import pandas as pd
+  n, d, flops, loss, points = _replicated()
+  df = pd.DataFrame(dict(N=n, D=d, loss=loss, seed=np.repeat([0, 1], n.size // 2)))
+  runs = table.runs_from_table(df, n="N", d="D", loss="loss", seed="seed")
+  assert runs.replicates() == dict(design_points=42, seeds_min=2, seeds_max=2)
+  with pytest.raises(UserError, match="column 'nope' \\(seed\\)"):
+    table.runs_from_table(df, n="N", d="D", loss="loss", seed="nope")

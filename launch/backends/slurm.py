@@ -165,15 +165,16 @@ def read_jobs(workdir: str) -> dict:
   return store.read_json(os.path.join(workdir, "slurm", JOBS)) or {"runs": {}, "analysis": []}
 
 
-def queue_states(workdir: str) -> dict[str, str]:
-  """{run id: Slurm state of its newest job} for runs with a recorded job."""
+def queue_states(workdir: str, fresh_as_pending: bool = True) -> dict[str, str]:
+  """{run id: Slurm state of its newest job} for runs with a recorded job; a job submitted in
+  the last 5 minutes that sacct does not list yet counts as PENDING (`fresh_as_pending`)."""
   import submitit
   jobs = read_jobs(workdir)
   folder = os.path.join(workdir, "slurm")
   out = {}
   for run_id, entry in jobs["runs"].items():
     state = submitit.SlurmJob(folder, entry["job"]).state
-    if state == "UNKNOWN" and time.time() - entry["time"] < 300:
+    if fresh_as_pending and state == "UNKNOWN" and time.time() - entry["time"] < 300:
       state = "PENDING"  # just submitted: sacct may not list it yet
     out[run_id] = state
   return out
@@ -215,18 +216,54 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
     array_id = wave_jobs[0].job_id.split("_")[0]
     jobs += wave_jobs
     chunks += wave_chunks
-  after = _executor(folder, dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1),
-                    1, f"analyze-{record['name']}", dependency=f"afterany:{array_id}")
-  analysis = after.submit(plan_lib.analyze, os.path.abspath(workdir))
   entries = read_jobs(workdir)
   now = time.time()
   for job, chunk in zip(jobs, chunks):
     for task in chunk:
       entries["runs"][task.run_id] = {"job": job.job_id, "time": now}
-  entries["analysis"].append({"job": analysis.job_id, "time": now})
   atomic_write_json(os.path.join(folder, JOBS), entries)
-  return {"array": array_id, "analysis": analysis.job_id,
+  analysis = submit_analysis(workdir, record["name"], options, after=[array_id])
+  return {"array": array_id, "analysis": analysis,
           "runs": {t.run_id: j.job_id for j, c in zip(jobs, chunks) for t in c}}
+
+
+def submit_analysis(workdir: str, name: str, options: Options, after: list[str]) -> str:
+  """The analysis job, after the jobs `after` have ended (`afterany`); recorded in jobs.json."""
+  from research.fileio import atomic_write_json
+  folder = os.path.join(workdir, "slurm")
+  one_cpu = dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1)
+  executor = _executor(folder, one_cpu, 1, f"analyze-{name}",
+                       dependency="afterany:" + ":".join(after))
+  job = executor.submit(Analysis(os.path.abspath(workdir), name, options)).job_id
+  entries = read_jobs(workdir)
+  entries["analysis"].append({"job": job, "time": time.time()})
+  atomic_write_json(os.path.join(folder, JOBS), entries)
+  return job
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """The analysis job. Slurm starts it when every task of the array has ended once, and a task
+  that was requeued (preempted, or near its time limit) ends once before it runs again: while
+  runs of the sweep are still queued, the job submits the analysis again after their jobs, so
+  that the study's analysis sees the finished sweep."""
+  workdir: str
+  name: str
+  options: Options
+
+  def __call__(self):
+    record = store.read_sweep(self.workdir)
+    states = store.states(self.workdir, record)
+    jobs = read_jobs(self.workdir)["runs"]
+    queue = queue_states(self.workdir, fresh_as_pending=False)  # these jobs have all run
+    waiting = sorted({jobs[run]["job"] for run, state in queue.items()
+                      if state in QUEUED and states.get(run) != "finished"})
+    if waiting:
+      job = submit_analysis(self.workdir, self.name, self.options, after=waiting)
+      print(f"runs are still queued in job(s) {', '.join(waiting)} (requeued): the analysis "
+            f"goes after them, as job {job}")
+      return {"deferred to": job}
+    return plan_lib.analyze(self.workdir)
 
 
 def add_arguments(parser) -> None:
@@ -309,11 +346,11 @@ def follow(workdir: str, record: dict) -> int:
   todo = [r["run"] for r in record["runs"]
           if store.run_state(store.run_dir(workdir, r["run"])) != "finished"]
   progress = plan_lib.Progress(workdir, record, todo)
-  analysis = read_jobs(workdir)["analysis"]
   folder = os.path.join(workdir, "slurm")
   try:
     while True:
       time.sleep(2)
+      analysis = read_jobs(workdir)["analysis"]  # an analysis job may defer itself (Analysis)
       for run in list(progress.todo - progress.done):
         if store.run_state(store.run_dir(workdir, run)) == "finished":
           progress.done.add(run)

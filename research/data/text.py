@@ -59,6 +59,7 @@ class TextData:
   seed: int
   source: _Source = dataclasses.field(repr=False)
   info: dict = dataclasses.field(default_factory=dict, repr=False)
+  split_seed: int = 0  # picks the held-out text; `seed` only orders the training batches
 
   def train_batch(self, step: int, batch_size: int, seq_len: int,
                   token_budget: int | None = None) -> dict[str, np.ndarray]:
@@ -79,7 +80,7 @@ class TextData:
                   seq_len: int) -> list[dict[str, np.ndarray]]:
     """Fixed validation batches from held-out text (the same on every call)."""
     _check_shape(batch_size, seq_len)
-    rows = self.source.val_rows(self.seed, n_batches * batch_size, seq_len + 1)
+    rows = self.source.val_rows(self.split_seed, n_batches * batch_size, seq_len + 1)
     return [_batch(rows[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
 
   def epochs(self, train_tokens: int) -> float:
@@ -90,7 +91,8 @@ class TextData:
 
   def describe(self) -> dict:
     """A JSON-able summary of the source."""
-    return {"source": self.spec, "seed": self.seed, "vocab_size": self.vocab_size,
+    return {"source": self.spec, "seed": self.seed, "split_seed": self.split_seed,
+            "vocab_size": self.vocab_size,
             "bytes_per_token": self.bytes_per_token,
             "unique_train_tokens": self.unique_train_tokens,
             "entropy_rate_nats": self.entropy_rate_nats, **copy.deepcopy(self.info)}
@@ -117,27 +119,34 @@ def budget_warning(data: TextData, train_tokens: int) -> str | None:
           "(repeated data)")
 
 
-def load(spec: str, *, seed: int = 0, val_fraction: float = 0.05,
+def load(spec: str, *, seed: int = 0, split_seed: int = 0, val_fraction: float = 0.05,
          tfds_data_dir: str | None = None) -> TextData:
-  """Loads a source named by `spec`; raises UserError on bad input."""
+  """Loads a source named by `spec`; raises UserError on bad input.
+
+  `seed` orders the training batches (a run's seed); `split_seed` picks the held-out documents
+  and the synthetic language's validation rows, so that runs of different seeds are evaluated
+  on the same text (a study fixes it once)."""
   if not isinstance(spec, str):
     raise UserError(f"data source {spec!r}: allowed: a string, one of {SCHEMES}")
-  if not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise UserError(f"data seed {seed!r}: allowed: an integer >= 0")
+  for name, value in (("seed", seed), ("split_seed", split_seed)):
+    if not isinstance(value, (int, np.integer)) or value < 0:
+      raise UserError(f"data {name} {value!r}: allowed: an integer >= 0")
   if not 0.0 < val_fraction < 1.0:
     raise UserError(f"data val_fraction {val_fraction!r}: allowed: a fraction in (0, 1)")
   scheme, _, rest = spec.partition(":")
   if scheme == "synthetic":
     chain = markov.from_spec(spec, rest)
     return TextData(spec, VOCAB_SIZE, 1.0, None, chain.entropy_rate, seed,
-                    markov.ChainSource(chain), {"synthetic": chain.describe()})
+                    markov.ChainSource(chain), {"synthetic": chain.describe()},
+                    split_seed=split_seed)
   if scheme == "text" and rest:
     return from_documents(spec, corpus.read_files(spec, rest), seed=seed,
-                          val_fraction=val_fraction)
+                          split_seed=split_seed, val_fraction=val_fraction)
   if scheme == "tfds" and rest:
     from research.data import tfds_text  # pylint: disable=import-outside-toplevel (slow import)
     train_docs, val_docs = tfds_text.read_documents(spec, rest, tfds_data_dir)
-    return from_documents(spec, train_docs, val_docs, seed=seed, val_fraction=val_fraction)
+    return from_documents(spec, train_docs, val_docs, seed=seed, split_seed=split_seed,
+                          val_fraction=val_fraction)
   raise UserError(f"data source {spec!r}: unknown or incomplete source; allowed: {SCHEMES}")
 
 
@@ -152,14 +161,15 @@ def pack(docs: list[corpus.Document]) -> np.ndarray:
 
 def from_documents(spec: str, docs: list[corpus.Document],
                    val_docs: list[corpus.Document] | None = None, *,
-                   seed: int = 0, val_fraction: float = 0.05) -> TextData:
-  """A TextData over documents; without `val_docs`, holds out about val_fraction by document."""
+                   seed: int = 0, split_seed: int = 0, val_fraction: float = 0.05) -> TextData:
+  """A TextData over documents; without `val_docs`, holds out about val_fraction by document,
+  chosen by `split_seed`."""
   docs = [d for d in docs if d[1]]
   if not docs:
     raise UserError(f"data source {spec!r}: the corpus is empty (no non-empty document); "
                     "allowed: sources with some text")
   if val_docs is None:
-    docs, val_docs = corpus.train_val_split(spec, docs, seed, val_fraction)
+    docs, val_docs = corpus.train_val_split(spec, docs, split_seed, val_fraction)
   val_docs = [d for d in val_docs if d[1]]
   if not val_docs:
     raise UserError(f"data source {spec!r}: the validation text is empty; "
@@ -168,7 +178,8 @@ def from_documents(spec: str, docs: list[corpus.Document],
   info = {"documents_train": len(docs), "documents_val": len(val_docs),
           "unique_val_tokens": int(source.val.size),
           "val_document_ids": [doc_id for doc_id, _ in val_docs][:100]}
-  return TextData(spec, VOCAB_SIZE, 1.0, int(source.train.size), None, seed, source, info)
+  return TextData(spec, VOCAB_SIZE, 1.0, int(source.train.size), None, seed, source, info,
+                  split_seed=split_seed)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -94,11 +94,20 @@ def validate(c) -> None:
           "tracking.flop_convention", c.tracking.flop_convention,
           f"allowed: {', '.join(accounting.FLOP_CONVENTIONS)}")
   require(c.data.val_batches >= 1, "data.val_batches", c.data.val_batches, "must be >= 1")
+  require(isinstance(split_seed(c), int) and split_seed(c) >= 0, "data.split_seed",
+          split_seed(c), "must be an integer >= 0 (it picks the held-out text)")
   optim.validate(t, num_steps(c))
 
 
+def split_seed(c) -> int:
+  """The seed of the held-out split: data.split_seed; a run made before that field existed
+  held out the text its own seed picked."""
+  return c.data.get("split_seed", c.seed)
+
+
 def load_data(c) -> text.TextData:
-  return text.load(c.data.source, seed=c.seed, val_fraction=c.data.val_fraction,
+  return text.load(c.data.source, seed=c.seed, split_seed=split_seed(c),
+                   val_fraction=c.data.val_fraction,
                    tfds_data_dir=c.data.tfds_data_dir or None)
 
 

@@ -8,6 +8,9 @@ All take `Runs` (table.py) and optional per-run weights, so a bootstrap is the s
 resampled counts.
 """
 
+import collections
+import re
+
 import numpy as np
 from scipy import interpolate
 
@@ -33,24 +36,36 @@ def _allocation_laws(flops, n_opt, d_opt) -> dict:
 MINIMUM_METHODS = ("parabola", "akima")
 
 
-def _parabola_minimum(log_n, loss, w, window: float) -> dict:
+def _parabola_minimum(log_n, loss, w, window: float | None, min_sizes: int) -> dict:
   """Hoffmann et al.: the vertex of a least-squares parabola in log N fitted to L.
 
-  The parabola is fitted to the runs within a factor `window` in N of the lowest-loss run (at
-  least three sizes), since IsoFLOP curves are asymmetric far from their minimum. It smooths noisy
-  losses; a vertex at the edge is still an (extrapolated) estimate, so it is kept, with a warning.
+  The parabola is fitted to the sizes within a factor `window` in N of the lowest-loss run, at
+  least `min_sizes` of them (the nearest), or to every size of the budget (`window` None). A
+  window suits wide sweeps of asymmetric curves (Porian et al.'s, where a 2x window beats all
+  points); every size suits narrow, noisy ones (a study's own design says which). The vertex is
+  the estimate only where it lies inside the budget's sampled sizes: a vertex outside them (an
+  extrapolation, by decades when the curve is nearly flat) or no minimum at all (a parabola open
+  downwards) leaves the budget out of the power law (`in_fit` False), and approach2 says so.
+  `at_edge`: the lowest loss was at the smallest or largest size (the grid may be off-centre,
+  even when the vertex lies inside it).
   """
   lowest = log_n[np.argmin(loss)]
-  near = np.abs(log_n - lowest) <= np.log(window) + 1e-9
-  if len(np.unique(log_n[near])) < 3:  # too few sizes in the window: the three nearest
-    near = np.isin(log_n, np.unique(log_n[np.argsort(np.abs(log_n - lowest))])[:3])
+  if window is None:
+    near = np.ones(len(log_n), bool)
+  else:
+    near = np.abs(log_n - lowest) <= np.log(window) + 1e-9
+    if len(np.unique(log_n[near])) < min_sizes:  # too few: the nearest sizes
+      nearest = np.unique(log_n[np.argsort(np.abs(log_n - lowest))])
+      near = np.isin(log_n, nearest[np.argsort(np.abs(nearest - lowest))][:min_sizes])
   c2, c1, c0 = np.polyfit(log_n[near], loss[near], 2, w=np.sqrt(w[near]))
+  inside = bool(c2 > 0 and log_n.min() <= -c1 / (2 * c2) <= log_n.max())
   x_min = -c1 / (2 * c2) if c2 > 0 else lowest
-  at_edge = bool(c2 <= 0 or lowest in (log_n.min(), log_n.max())
-                 or not log_n[near].min() <= x_min <= log_n[near].max())
   return dict(log_n_opt=float(x_min), L_opt=float(np.polyval([c2, c1, c0], x_min)),
-              at_edge=at_edge, in_fit=True, parabola=[float(c2), float(c1), float(c0)],
-              fit_range_N=[float(np.exp(log_n[near].min())), float(np.exp(log_n[near].max()))])
+              at_edge=bool(lowest in (log_n.min(), log_n.max())), inside_grid=inside,
+              in_fit=inside, parabola=[float(c2), float(c1), float(c0)],
+              n_sizes=int(len(np.unique(log_n[near]))),
+              fit_range_N=[float(np.exp(log_n[near].min())), float(np.exp(log_n[near].max()))],
+              grid_N=[float(np.exp(log_n.min())), float(np.exp(log_n.max()))])
 
 
 def _akima_minimum(log_n, loss, w, n_curve: int = 60) -> dict:
@@ -73,19 +88,23 @@ def _akima_minimum(log_n, loss, w, n_curve: int = 60) -> dict:
   with np.errstate(over="ignore"):  # noisy, nearly equal sizes can make the spline swing wildly
     curve = np.exp(spline(grid))
   return dict(log_n_opt=x_min, L_opt=float(np.exp(spline(x_min))), at_edge=bool(at_edge),
-              in_fit=not at_edge, curve_N=np.exp(grid).tolist(),
-              curve_L=curve.tolist())
+              inside_grid=not at_edge, in_fit=not at_edge, n_sizes=int(len(sizes)),
+              curve_N=np.exp(grid).tolist(), curve_L=curve.tolist(),
+              grid_N=[float(np.exp(sizes[0])), float(np.exp(sizes[-1]))])
 
 
 def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3,
-                   drop_small: bool = False, window: float = 2.0,
-                   minimum: str = "parabola") -> list[dict]:
+                   drop_small: bool = False, window: float | None = 2.0,
+                   minimum: str = "parabola", min_sizes: int = 3) -> list[dict]:
   """Per budget: the compute-optimal size N_opt, located on L against log N (weighted by runs).
 
   `minimum` picks how: "parabola" (Hoffmann et al., the default: a least-squares parabola within
-  a factor `window` of the best run, robust to noisy losses) or "akima" (Porian et al.: the
-  minimum of an Akima spline through every size, for clean sweeps with one loss per size, where
-  it follows asymmetric curves that bias the parabola). See _parabola_minimum, _akima_minimum.
+  a factor `window` of the best run, at least `min_sizes` sizes, or through every size with
+  `window` None; robust to noisy losses) or "akima"
+  (Porian et al.: the minimum of an Akima spline through every size, for clean sweeps with one
+  loss per size, where it follows asymmetric curves that bias the parabola). See
+  _parabola_minimum, _akima_minimum. A budget whose minimum is not inside its sampled sizes has
+  `in_fit` False.
   """
   if minimum not in MINIMUM_METHODS:
     raise UserError(f"minimum {minimum!r}: choose one of {', '.join(MINIMUM_METHODS)}")
@@ -103,7 +122,7 @@ def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3
                       f"(rows {', '.join(map(str, rows[:10]))}); Approach 2 needs at least "
                       f"{min_runs} per budget (drop such budgets with --drop-small-budgets)")
     log_n, loss, w = np.log(runs.N[here]), runs.L[here], weights[here]
-    found = (_parabola_minimum(log_n, loss, w, window) if minimum == "parabola"
+    found = (_parabola_minimum(log_n, loss, w, window, min_sizes) if minimum == "parabola"
              else _akima_minimum(log_n, loss, w))
     n_opt = float(np.exp(found.pop("log_n_opt")))
     minima.append(dict(C=flops, N_opt=n_opt,
@@ -113,18 +132,33 @@ def isoflop_minima(runs: table.Runs, budget_ids, weights=None, min_runs: int = 3
 
 
 def approach2(runs: table.Runs, budget_ids=None, weights=None, drop_small: bool = False,
-              window: float = 2.0, minimum: str = "parabola") -> dict:
-  """IsoFLOP minima (see isoflop_minima), then N_opt = k C^a and D_opt = k C^b."""
+              window: float | None = 2.0, minimum: str = "parabola", min_sizes: int = 3) -> dict:
+  """IsoFLOP minima (see isoflop_minima), then N_opt = k C^a and D_opt = k C^b over the budgets
+  whose minimum lies inside their sampled sizes; every other budget is named in `warnings`."""
   budget_ids = table.budgets(runs.C) if budget_ids is None else np.asarray(budget_ids)
   minima = isoflop_minima(runs, budget_ids, weights, drop_small=drop_small, window=window,
-                          minimum=minimum)
-  warnings = [f"budget C = {m['C']:.3g}: the minimum lies at the edge of its grid of sizes (the "
-              "optimum may lie outside the sizes tried)"
-              + ("" if m["in_fit"] else "; left out of the power law")
-              for m in minima if m["at_edge"]]
+                          minimum=minimum, min_sizes=min_sizes)
+  warnings = [_minimum_warning(m) for m in minima if m["at_edge"] or not m["in_fit"]]
   used = [m for m in minima if m["in_fit"]]
+  if len(used) < 2:
+    raise UserError(f"Approach 2: {len(used)} of {len(minima)} budgets have a minimum inside "
+                    "their sampled sizes, and a power law in C needs two: "
+                    + "; ".join(w for w in warnings if "left out" in w))
   laws = _allocation_laws(*(np.array([m[k] for m in used]) for k in ("C", "N_opt", "D_opt")))
-  return dict(approach=2, minimum=minimum, minima=minima, warnings=warnings, **laws)
+  return dict(approach=2, minimum=minimum, window=window, min_sizes=min_sizes, minima=minima,
+              warnings=warnings,
+              n_budgets_used=len(used), n_budgets_left_out=len(minima) - len(used), **laws)
+
+
+def _minimum_warning(m: dict) -> str:
+  low, high = m["grid_N"]
+  where = f"budget C = {m['C']:.3g} (sizes {low:.3g} to {high:.3g})"
+  if not m["in_fit"]:
+    found = ("has no minimum (the parabola opens downwards)" if m.get("parabola", [1])[0] <= 0
+             else f"has its minimum at N = {m['N_opt']:.3g}, outside the sizes sampled")
+    return f"{where} {found}: left out of the power law"
+  return (f"{where}: the lowest loss is at the edge of the grid; the minimum, N = "
+          f"{m['N_opt']:.3g}, lies inside it")
 
 
 def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
@@ -164,22 +198,52 @@ def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
   dropped = int((np.isfinite(best_loss) & ~interior).sum())
   warnings = [f"{dropped} of {n_grid} compute values dropped: the smallest or largest size was "
               "the best there"] if dropped else []
-  return dict(approach=1, envelope=envelope, warnings=warnings, **laws)
+  return dict(approach=1, envelope=envelope, warnings=warnings, same_runs_as_approach2=True,
+              **laws)
 
 
 def bootstrap_allocation(run_approach, runs: table.Runs, n_boot: int, seed: int,
                          ci: float) -> dict:
-  """Intervals on a and b by refitting an approach on runs resampled with replacement."""
+  """Intervals on a and b by refitting an approach on resampled runs (fit.resample_weights: the
+  seeds within each design point where runs.points says which runs are replicates, else the runs
+  themselves, which resamples the design). Every resample is accounted for: `n_failed` with its
+  reasons, and for Approach 2 how many budgets each resample left out of its power law."""
   samples = {"a": [], "b": []}
-  for w in resample_weights(runs.groups, n_boot, seed):
+  failures, left_out = collections.Counter(), []
+  for w in resample_weights(runs.groups, n_boot, seed, within=runs.bootstrap_points()):
     try:
       out = run_approach(runs, weights=w)
-    except (UserError, np.linalg.LinAlgError, ValueError):
+    except (UserError, np.linalg.LinAlgError, ValueError) as e:
+      failures[_reason(e)] += 1
       continue
     samples["a"].append(out["a"])
     samples["b"].append(out["b"])
-  return dict(n_boot=n_boot, n_converged=len(samples["a"]), ci=ci, seed=seed,
-              intervals={k: interval(v, ci) for k, v in samples.items() if v}, samples=samples)
+    if "n_budgets_left_out" in out:
+      left_out.append(out["n_budgets_left_out"])
+  out = dict(n_boot=n_boot, n_converged=len(samples["a"]), n_failed=sum(failures.values()),
+             failures=dict(failures), resample=resample_kind(runs), ci=ci, seed=seed,
+             intervals={k: interval(v, ci) for k, v in samples.items() if v}, samples=samples)
+  if left_out:
+    out["budgets_left_out"] = dict(resamples_with_any=int(np.sum(np.array(left_out) > 0)),
+                                   most=int(max(left_out)))
+  return out
+
+
+def resample_kind(runs: table.Runs) -> str:
+  """What a bootstrap of `runs` resamples, in words for reports."""
+  info = runs.replicates()
+  if info is None:
+    return "runs (the design itself: no seed column given)"
+  if info["seeds_max"] < 2:
+    return "runs (the design itself: one seed per design point)"
+  held = "" if info["seeds_min"] >= 2 else "; points with one seed are held fixed"
+  return (f"seeds within design points ({info['design_points']} points, "
+          f"{info['seeds_min']}-{info['seeds_max']} seeds each{held})")
+
+
+def _reason(e: Exception) -> str:
+  """An exception as a failure reason, its numbers masked so that like failures count together."""
+  return f"{type(e).__name__}: {re.sub(r'[0-9][0-9.e+-]*', '#', str(e))[:160]}"
 
 
 def heldout_check(runs: table.Runs, budget_ids, n_held: int = 1, **fit_options) -> dict:

@@ -115,13 +115,32 @@ def _summarise(form, obj, result, chosen, n_points, n_starts, rtol_good) -> LawF
                 int(good.sum()), spread, chosen[best])
 
 
-def resample_weights(groups, n_boot: int, seed: int) -> np.ndarray:
-  """(n_boot, n_points) weights: runs (groups) drawn with replacement, counts as weights."""
+def resample_weights(groups, n_boot: int, seed: int, within=None) -> np.ndarray:
+  """(n_boot, n_points) weights: runs (groups) drawn with replacement, counts as weights.
+
+  `within` (a design-point id per point, the same for every point of a run): each design point's
+  runs (its replicate seeds) are drawn from among themselves, so every resample keeps the whole
+  design; a point with one run keeps it. Without it the runs are drawn from all runs, which
+  resamples the design too: with one seed per design point a resample drops each point with
+  probability about 0.37."""
   _, inverse = np.unique(np.asarray(groups), return_inverse=True)
   n_groups = inverse.max() + 1
   rng = np.random.default_rng(seed)
-  counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
-  return counts[:, inverse].astype(np.float64)
+  if within is None:
+    counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
+    return counts[:, inverse].astype(np.float64)
+  point_of_group = np.empty(n_groups, object)
+  for g, p in zip(inverse, np.asarray(within)):
+    if point_of_group[g] is not None and point_of_group[g] != p:
+      raise UserError("a run's rows lie in different design points; a design point is a set of "
+                      "whole runs that differ only in their seed")
+    point_of_group[g] = p
+  counts = np.zeros((n_boot, n_groups))
+  for p in dict.fromkeys(point_of_group):  # in order of first appearance: reproducible
+    members = np.flatnonzero(point_of_group == p)
+    counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)),
+                                         size=n_boot)
+  return counts[:, inverse]
 
 
 def interval(samples, ci: float) -> list:
@@ -130,17 +149,21 @@ def interval(samples, ci: float) -> list:
 
 
 def bootstrap_law(fit: LawFit, inputs: dict, loss, *, n_boot: int = 200, groups=None,
-                  seed: int = 0, ci: float = 0.95, maxiter: int = 300) -> dict:
-  """Refit on resampled runs (all replicates at once, each from the full-data winner)."""
+                  seed: int = 0, ci: float = 0.95, maxiter: int = 300, within=None) -> dict:
+  """Refit on resampled runs (all replicates at once, each from the full-data winner);
+  `within`: design points whose replicate seeds are resampled among themselves
+  (resample_weights). `n_failed` counts the refits that did not converge."""
   loss = np.asarray(loss, np.float64)
   groups = np.arange(len(loss)) if groups is None else groups
-  weights = resample_weights(groups, n_boot, seed)
+  weights = resample_weights(groups, n_boot, seed, within)
   starts = np.repeat(fit.theta[None], n_boot, axis=0)
   result = optimize.lbfgs_jax(fit.objective, starts, inputs, loss, weights, maxiter=maxiter)
   ok = np.isin(result.status, optimize.CONVERGED)
   samples = [dict(named_params(fit.objective, th), **derived_quantities(fit.form, th))
              for th in result.theta[ok]]
   names = list(samples[0]) if samples else []
-  return dict(n_boot=n_boot, n_converged=int(ok.sum()), ci=ci, seed=seed,
+  return dict(n_boot=n_boot, n_converged=int(ok.sum()), n_failed=int(n_boot - ok.sum()),
+              failures={} if ok.all() else {"did not converge": int(n_boot - ok.sum())},
+              ci=ci, seed=seed,
               intervals={k: interval([s[k] for s in samples], ci) for k in names},
               samples={k: [s[k] for s in samples] for k in names})

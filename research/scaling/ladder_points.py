@@ -67,8 +67,9 @@ def runs_under(points, n_column: str, count: str):
   frame = points.assign(C_used=points.C if count == "full"
                         else 6.0 * points[n_column] * points.D)
   k = float(np.median(frame.C_used / (frame[n_column] * frame.D)))
+  seed = "seed" if "seed" in frame.columns else None  # runs.csv has it when seeds vary
   return table.runs_from_table(frame, n=n_column, d="D", c="C_used", loss="val_loss", run="run",
-                               flops_per_param_token=k,
+                               seed=seed, flops_per_param_token=k,
                                n_convention="total" if n_column == "N" else "non-embedding")
 
 

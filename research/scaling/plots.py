@@ -98,6 +98,8 @@ def allocation(results: dict, conventions: dict, flops_range):
   flops = np.geomspace(*flops_range, 100)
   k = conventions["flops_per_param_token"]
   for key, result in results.items():
+    if "failed" in result:  # no estimate (research.scaling.report.analyse says why)
+      continue
     if key == "3":
       theta = np.array(result["theta"])
       frontier = hoffmann_frontier(theta, flops, k)
@@ -110,9 +112,14 @@ def allocation(results: dict, conventions: dict, flops_range):
     points = [m for m in result.get("minima", []) if m.get("in_fit", True)] or [
         dict(C=c, N_opt=n, D_opt=d) for c, n, d in zip(
             result["envelope"]["C"], result["envelope"]["N_opt"], result["envelope"]["D_opt"])]
+    left_out = [m for m in result.get("minima", []) if not m.get("in_fit", True)]
     for ax, name, law in zip(axes, ("N_opt", "D_opt"), ("n_law", "d_law")):
       ax.scatter([p["C"] for p in points], [p[name] for p in points], s=14,
                  label=f"Approach {key} points")
+      if left_out:  # every point is shown: these are extrapolated minima, not in the law
+        ax.scatter([p["C"] for p in left_out], [p[name] for p in left_out], s=18,
+                   facecolors="none", edgecolors="C3",
+                   label=f"Approach {key}: minimum outside its sizes (not fitted)")
       ax.plot(flops, result[law]["coefficient"] * flops ** result[law]["exponent"], "--",
               label=f"Approach {key} fit (exponent {result[law]['exponent']:.3f})")
   for ax, name in zip(axes, ("parameters N_opt", "tokens D_opt")):
@@ -316,7 +323,7 @@ def report_figures(runs, report, out: str, budget_ids=None) -> list[str]:
     theta = np.array(results["3"]["theta"])
     paths += save(loss_vs_compute(runs, theta, conv), os.path.join(out, "loss_vs_compute"))
     paths += save(loss_vs_n_d(runs, theta), os.path.join(out, "loss_vs_n_d"))
-  if "2" in results:
+  if "minima" in results.get("2", {}):
     ids = (table.budgets(runs.C, report["options"]["budget_tolerance_dex"])
            if budget_ids is None else budget_ids)
     paths += save(isoflop_curves(runs, results["2"]["minima"], ids),

@@ -18,7 +18,7 @@ DEFAULT_BUDGETS = (1e21, 1e22, 1e23, 5.76e23, 1e24, 1e25)
 # from these too (`options(...)`).
 DEFAULTS = dict(approaches=[3], form="hoffmann", delta=1e-3, reduce="sum", likelihood=False,
                 keep=32, maxiter=300, bootstrap=200, ci=0.95, seed=0, heldout=1,
-                budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0,
+                budget_tolerance_dex=0.05, drop_small_budgets=False, window=2.0, min_sizes=3,
                 minimum="parabola", budgets=list(DEFAULT_BUDGETS))
 
 
@@ -53,7 +53,8 @@ def _approach3(runs, options) -> dict:
   if options["bootstrap"] > 0:
     boot = bootstrap_law(fit, inputs, runs.L, n_boot=options["bootstrap"], groups=runs.groups,
                          seed=options["seed"], ci=options["ci"],
-                         maxiter=options.get("maxiter", 300))
+                         maxiter=options.get("maxiter", 300), within=runs.bootstrap_points())
+    boot["resample"] = approaches.resample_kind(runs)
     out["bootstrap"] = {k: v for k, v in boot.items() if k != "samples"}
     out["bootstrap_samples"] = boot["samples"]
   k = runs.conventions["flops_per_param_token"]
@@ -83,8 +84,24 @@ def analyse(runs: table.Runs, options: dict) -> dict:
           lambda r, weights=None: approaches.approach2(r, budget_ids, weights,
                                                        options["drop_small_budgets"],
                                                        options["window"],
-                                                       options.get("minimum", "parabola")))
-      result = run_one(runs)
+                                                       options.get("minimum", "parabola"),
+                                                       options.get("min_sizes", 3)))
+      try:
+        result = run_one(runs)
+      except UserError as e:  # e.g. no two budgets with a minimum inside their sizes
+        if len(options["approaches"]) == 1:
+          raise
+        failed = dict(approach=approach, failed=str(e))
+        if approach == 2:  # the per-budget minima still go in the figure and the record
+          try:
+            failed["minima"] = approaches.isoflop_minima(
+                runs, budget_ids, drop_small=options["drop_small_budgets"],
+                window=options["window"], minimum=options.get("minimum", "parabola"),
+                min_sizes=options.get("min_sizes", 3))
+          except UserError:
+            pass
+        report["approaches"][str(approach)] = failed
+        continue
       result["converged"] = True
       if options["bootstrap"] > 0:
         boot = approaches.bootstrap_allocation(run_one, runs, options["bootstrap"],
@@ -111,11 +128,25 @@ def format_report(report: dict) -> str:
   lines = [f"{report['n_points']} runs.  Conventions: N = {conv['N']}; D = {conv['D']}; "
            f"{conv['C']}; L = {conv['L']}."]
   for key, result in report["approaches"].items():
+    if "failed" in result:
+      lines += ["", f"Approach {key}: no estimate. {result['failed']}"]
+      continue
     boot = result.get("bootstrap", {})
     intervals = boot.get("intervals", {})
-    ci = f"{100 * boot['ci']:.0f}% bootstrap CI over {boot['n_converged']}/{boot['n_boot']} " \
-         "resamples of runs" if boot else "no bootstrap"
+    ci = (f"{100 * boot['ci']:.0f}% bootstrap CI over {boot['n_converged']}/{boot['n_boot']} "
+          f"resamples of {boot.get('resample', 'runs')}" if boot else "no bootstrap")
     lines += ["", f"Approach {key} ({ci})"]
+    if boot.get("n_failed"):
+      lines.append(f"  {boot['n_failed']} of {boot['n_boot']} resamples failed and are not in "
+                   "the interval: " + "; ".join(f"{n} x {why}"
+                                                for why, n in boot["failures"].items()))
+    if boot.get("budgets_left_out", {}).get("resamples_with_any"):
+      left = boot["budgets_left_out"]
+      lines.append(f"  {left['resamples_with_any']} resamples left budgets (up to "
+                   f"{left['most']}) out of their power law: a minimum outside the sampled sizes")
+    if key == "1":
+      lines.append("  from the same runs as Approaches 2 and 3 (their training curves): its "
+                   "agreement with them is not an independent check")
     if not result.get("converged", True):
       lines.append(f"  WARNING: the fit did NOT converge ({result['fit']['status']}); "
                    "the numbers below are where it stopped, not an optimum.")

@@ -44,17 +44,45 @@ class Runs:
   groups: np.ndarray
   U: np.ndarray | None = None
   conventions: dict = dataclasses.field(default_factory=dict)
+  points: np.ndarray | None = None  # design point per row, where replicate seeds are known
 
   def subset(self, mask) -> "Runs":
     pick = lambda v: None if v is None else v[mask]
     return Runs(self.N[mask], self.D[mask], self.C[mask], self.L[mask], self.rows[mask],
-                self.groups[mask], pick(self.U), self.conventions)
+                self.groups[mask], pick(self.U), self.conventions, pick(self.points))
+
+  def replicates(self) -> dict | None:
+    """{design_points, seeds_min, seeds_max}: how many runs each design point has; None when
+    the table names no seed column."""
+    if self.points is None:
+      return None
+    runs_per_point = {}
+    for p, g in set(zip(self.points, self.groups)):
+      runs_per_point[p] = runs_per_point.get(p, 0) + 1
+    counts = list(runs_per_point.values())
+    return dict(design_points=len(counts), seeds_min=min(counts), seeds_max=max(counts))
+
+  def bootstrap_points(self) -> np.ndarray | None:
+    """The design points a bootstrap resamples seeds within; None (resample the runs) when no
+    point has two seeds, where resampling within points would change nothing."""
+    info = self.replicates()
+    return self.points if info and info["seeds_max"] >= 2 else None
 
   def inputs(self) -> dict:
     out = dict(N=self.N, D=self.D)
     if self.U is not None:
       out["U"] = self.U
     return out
+
+
+def design_points(n_values, d_values, groups) -> np.ndarray:
+  """A design-point id per row: runs (groups) of the same N and final D (to 4 digits in log10)
+  are replicates of one point, differing only in their seed."""
+  final_d = {}
+  for g, d in zip(groups, d_values):
+    final_d[g] = max(final_d.get(g, 0.0), d)
+  return np.array([f"{np.log10(n):.4f}/{np.log10(final_d[g]):.4f}"
+                   for n, g in zip(n_values, groups)])
 
 
 def _rows_text(rows) -> str:
@@ -83,8 +111,11 @@ def _column(df: pd.DataFrame, name: str, role: str) -> np.ndarray:
 
 def runs_from_table(df: pd.DataFrame, *, n: str, loss: str, d: str | None = None,
                     c: str | None = None, unique: str | None = None, run: str | None = None,
-                    flops_per_param_token: float = 6.0, n_convention: str = "as given") -> Runs:
-  """Checked arrays from named columns; D = C / (k N) or C = k N D when one of them is absent."""
+                    seed: str | None = None, flops_per_param_token: float = 6.0,
+                    n_convention: str = "as given") -> Runs:
+  """Checked arrays from named columns; D = C / (k N) or C = k N D when one of them is absent.
+  `seed`: the column of training seeds; runs that share N and D are then replicates of one design
+  point, and a bootstrap resamples them within it (fit.resample_weights)."""
   if (d is None) == (c is None) and d is None:
     raise UserError("give the tokens column (--d) or the FLOPs column (--c); neither was given")
   n_values = _column(df, n, "N, parameters")
@@ -104,13 +135,19 @@ def runs_from_table(df: pd.DataFrame, *, n: str, loss: str, d: str | None = None
   if run is not None and run not in df.columns:
     raise UserError(f"column {run!r} (run id) is not in the table; columns are: "
                     f"{', '.join(map(repr, df.columns))}")
+  points = None
+  if seed is not None:
+    if seed not in df.columns:
+      raise UserError(f"column {seed!r} (seed) is not in the table; columns are: "
+                      f"{', '.join(map(repr, df.columns))}")
+    points = design_points(n_values, d_values, groups)
   conventions = dict(N=f"column {n!r}, {n_convention} (no embedding correction applied)",
                      D=f"column {d!r}" if d is not None else f"C / ({k:g} N) (training FLOPs "
                      f"C = {k:g} N D)",
                      C=flops_rule, L=f"column {loss!r}, natural-log loss per token",
                      flops_per_param_token=k)
   return Runs(n_values, d_values, c_values, l_values, np.arange(1, len(df) + 1), groups,
-              u_values, conventions)
+              u_values, conventions, points)
 
 
 def budgets(flops, tolerance_dex: float = 0.05) -> np.ndarray:

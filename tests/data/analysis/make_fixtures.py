@@ -9,6 +9,12 @@ per run config.json, summary.json, status.json, the eval and event lines of metr
 branch's parent named relative to the sweep folder, a cached sampler comparison) and the fit.json
 the analysis wrote there, as expected_fit.json. The committed
 fixtures were made on main at 577b2ad, before the house was rebuilt (issue 18), on 2026-12-01.
+
+One expected fit was moved on purpose since: chinchilla-py-smoke/expected_fit.json was rewritten
+on 2026-12-02 by that day's analysis over the same fixture inputs, when Approach 2 began leaving
+out budgets whose parabola minimum lies outside their sampled sizes (issue 20). Only Approach 2
+moved: the smoke's three sizes per budget put every such minimum outside them (or give none), so
+Approach 2 now reports no estimate; Approaches 1 and 3 kept every number (new fields only).
 """
 
 import json
