@@ -100,6 +100,18 @@ def read_config(workdir: str) -> dict | None:
   return record
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether RUN/checkpoints holds a saved step (a non-empty folder named by its step; Orbax's
+  unfinished `N.orbax-checkpoint-tmp` folders and an empty folder do not count)."""
+  folder = os.path.join(workdir, "checkpoints")
+  try:
+    names = os.listdir(folder)
+  except OSError:
+    return False
+  return any(name.isdigit() and os.path.isdir(os.path.join(folder, name))
+             and os.listdir(os.path.join(folder, name)) for name in names)
+
+
 def claim(workdir: str, config_dict: dict, run_id: str) -> str:
   """'new', 'resume' or 'finished'; writes config.json for a new run. A run to resume must
   still have its metrics.jsonl (the summary's training loss is read from it)."""
@@ -113,7 +125,7 @@ def claim(workdir: str, config_dict: dict, run_id: str) -> str:
           f"this one ({run_id}); use another --workdir, or delete that folder to start over")
     if os.path.exists(os.path.join(workdir, SUMMARY)):
       return "finished"
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not has_checkpoints(workdir):  # an empty checkpoints/: killed before its first save
       return "new"
     if not os.path.exists(os.path.join(workdir, METRICS)):
       raise UserError(f"{workdir!r} has checkpoints but no {METRICS}: the log of the steps "

@@ -158,6 +158,16 @@ def test_an_edited_config_json_is_refused(trained, tmp_path, capsys):
     assert "was edited" in _one_line_error(capsys)
 
 
+def test_a_run_killed_before_its_first_save_starts_again(unfinished, trained):
+  """kill -9 after the checkpoint folder was made and before any step was saved or logged (the
+  window in which a sweep's kill -9 test once caught it): nothing to resume, and nothing lost."""
+  shutil.rmtree(unfinished / "checkpoints")
+  (unfinished / "checkpoints").mkdir()
+  (unfinished / "checkpoints" / "2.orbax-checkpoint-tmp").mkdir()  # a save cut short
+  os.remove(unfinished / store.METRICS)
+  assert _run(unfinished) == 0 and losses(unfinished) == losses(trained)
+
+
 def test_a_deleted_metrics_log_is_refused_not_recomputed(unfinished, capsys):
   os.remove(unfinished / store.METRICS)
   assert _run(unfinished, 6) == 2
