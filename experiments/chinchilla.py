@@ -5,8 +5,9 @@
 The plan: budgets C spaced evenly in log C; at each budget `sizes` models of the model ladder
 (research/models/ladder.py) spaced by `spacing` in N around a prior optimum N_opt(C) =
 prior_n (C / prior_c)^prior_a; each trained on D = C / F(N) tokens, F the training FLOPs per token
-of that shape under tracking.flop_convention. Sizes sit on one grid in log N, so a size recurs at
-several budgets; each size is one constant-rate parent run with WSD cooldown branches
+of that shape as `sweep.budget_count` counts them: 6 N with N total (the headline convention,
+so its budgets are exactly iso) or our full count. Sizes sit on one grid in log N, so a size
+recurs at several budgets; each size is one constant-rate parent run with WSD cooldown branches
 (research/train/branch.py) at the token counts its budgets need, which costs about one run per
 size instead of one per point. Every model is muP (Yang et al. 2022) with the base width's tuned
 learning rate (see results/lr-transfer/README.md for the pilot that chose it).
@@ -38,6 +39,7 @@ from research.scaling import ladder_points
 from research.scaling.ladder_points import CONVENTIONS
 
 PRESETS = ("smoke", "cpu", "gpu", "synthetic")
+BUDGET_COUNTS = ("6ND", "full")
 recipe = lm_recipe.recipe
 size = lm_recipe.size
 
@@ -47,7 +49,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(1e11, 10 ** 11.5, 1e12, 10 ** 12.5), sizes=7, spacing=10 ** 0.25, prior_c=1e12,
       prior_n=4.7e4, prior_a=0.5, **scaling_family.LADDERS[preset], branches=True,
-      extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100))
+      extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100, budget_count="6ND"))
   if preset == "smoke":
     c.sweep.update(budgets=(2e9, 8e9, 3.2e10), sizes=3, spacing=2.0, prior_c=8e9, prior_n=1.2e4,
                    bootstrap=20)
@@ -72,9 +74,19 @@ def validate(c) -> None:
   require(0 < s.prior_a < 1 and s.prior_n > 0 and s.prior_c > 0, "sweep.prior_a", s.prior_a,
           "the prior N_opt = prior_n (C / prior_c)^prior_a needs prior_n, prior_c > 0 and "
           "0 < prior_a < 1")
+  require(s.budget_count in BUDGET_COUNTS, "sweep.budget_count", s.budget_count,
+          f"counts a budget's FLOPs, one of {', '.join(BUDGET_COUNTS)}: 6ND with N total (the "
+          "headline convention) or our full count")
   for field in ("extra_low", "extra_high"):
     require(isinstance(s[field], int) and 0 <= s[field] <= common.MAX_SIZES, f"sweep.{field}",
             s[field], f"must be a number of sizes in [0, {common.MAX_SIZES}]")
+
+
+def flops_per_token(mcfg, seq_len: int, count: str) -> int:
+  """Training FLOPs per token as sweep.budget_count counts a budget: 6 N (N total) or in full."""
+  if count == "6ND":
+    return 6 * transformer.param_counts(mcfg).total
+  return transformer.train_flops_per_token(mcfg, seq_len, "full")
 
 
 def _shape(n_target: float, s) -> ladder.Rung:
@@ -102,7 +114,7 @@ def grid(c) -> list[dict]:
                       "lower sweep.head_size")
     for shape, i in shapes.items():
       mcfg = transformer.TransformerConfig(**{**c.model.to_dict(), **shape.model_fields()})
-      per_token = transformer.train_flops_per_token(mcfg, t.seq_len, c.tracking.flop_convention)
+      per_token = flops_per_token(mcfg, t.seq_len, s.budget_count)
       steps = round(budget / per_token / per_step)
       cooldown = max(1, round(t.cooldown_fraction * steps))
       if steps - cooldown <= t.warmup_steps:
@@ -190,7 +202,7 @@ def analyze(workdir: str, flops=None) -> dict:
   started = time.perf_counter()
   s = config_lib.preset(get_config, store.read_sweep(workdir)).sweep
   allocation_flops = tuple(flops) if flops else tuple(s.flops)
-  df, points = ladder_points.points_table(workdir)
+  df, points = ladder_points.points_table(workdir, s.budget_count, s.budgets)
   out = common.Outputs(workdir)
   out.runs_csv(df)
   if points.empty or points.budget.nunique() < 2:
@@ -203,6 +215,7 @@ def analyze(workdir: str, flops=None) -> dict:
     options = _options(allocation_flops, budget_ids,
                        s.bootstrap if name == HEADLINE else s.bootstrap // 2)
     report = report_lib.analyse(runs, options)
+    report["budget_spread_dex"] = ladder_points.budget_spread_dex(runs.C, budget_ids)
     try:
       report["heldout_optimum"] = heldout_optimum(runs, budget_ids, options)
     except UserError as e:  # too few points below the largest budget
@@ -261,13 +274,17 @@ def format_report(record: dict) -> str:
   for source, a, e, alpha, beta in PAPERS:
     lines.append(f"| {source} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in a)
                  + f" | {e:.2f} | {alpha:.2f} | {beta:.2f} |")
-  lines += ["", "Every convention (95% bootstrap intervals in brackets):", "",
-            "| convention | Approach 1 a | Approach 2 a | Approach 3 a | Approach 3 E, alpha, "
-            "beta | held-out L_opt error |", "|---|---|---|---|---|---|"]
+  lines += ["", "Every convention (95% bootstrap intervals in brackets; a budget's spread in "
+            "log10 C is 0 in the convention the plan counted budgets in, and Approaches 1-2 "
+            "treat a budget as iso in every convention):", "",
+            "| convention | budget spread (dex) | Approach 1 a | Approach 2 a | Approach 3 a | "
+            "Approach 3 E, alpha, beta | held-out L_opt error |", "|---|---|---|---|---|---|---|"]
   for name, entry in record["summary"].items():
     a3 = entry["approach3"]
     held = record["heldout_optimum"][name]
-    lines.append(f"| {name} | {_ci(entry['approach1'], 'a')} | {_ci(entry['approach2'], 'a')} | "
+    spread = record["fits"][name].get("budget_spread_dex")
+    lines.append(f"| {name} | {'-' if spread is None else f'{spread:.3f}'} | "
+                 f"{_ci(entry['approach1'], 'a')} | {_ci(entry['approach2'], 'a')} | "
                  f"{_ci(a3, 'a')} | {a3['E']:.3f}, {a3['alpha']:.3f}, {a3['beta']:.3f} | "
                  + (f"{held['relative_error']:+.2%} |" if "relative_error" in held else
                     "skipped |"))

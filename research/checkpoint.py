@@ -16,6 +16,7 @@ import warnings
 import jax
 import orbax.checkpoint as ocp
 
+from research import store
 from research.errors import UserError
 
 
@@ -40,11 +41,9 @@ class Checkpointer:
       self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
-    """The saved steps; an empty step folder (nothing was ever written there) is not one."""
-    def written(step: int) -> bool:
-      folder = os.path.join(self.directory, str(step))
-      return not os.path.isdir(folder) or bool(os.listdir(folder))
-    return sorted(s for s in self.manager.all_steps() if written(s))
+    """The saved steps Orbax knows of, less empty step folders (`store.saved_steps`)."""
+    saved = set(store.saved_steps(self.directory))
+    return sorted(s for s in self.manager.all_steps() if s in saved)
 
   def save(self, step: int, state, meta: dict) -> None:
     check_space(self.directory, state)

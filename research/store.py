@@ -100,16 +100,26 @@ def read_config(workdir: str) -> dict | None:
   return record
 
 
-def has_checkpoints(workdir: str) -> bool:
-  """Whether RUN/checkpoints holds a saved step (a non-empty folder named by its step; Orbax's
-  unfinished `N.orbax-checkpoint-tmp` folders and an empty folder do not count)."""
-  folder = os.path.join(workdir, "checkpoints")
+def saved_steps(checkpoint_dir: str) -> list[int]:
+  """The steps saved in a checkpoints folder, from the files alone: non-empty folders named by
+  their step (Orbax's unfinished `N.orbax-checkpoint-tmp` folders and an empty folder, where
+  nothing was ever written, do not count)."""
   try:
-    names = os.listdir(folder)
+    names = os.listdir(checkpoint_dir)
   except OSError:
-    return False
-  return any(name.isdigit() and os.path.isdir(os.path.join(folder, name))
-             and os.listdir(os.path.join(folder, name)) for name in names)
+    return []
+  def saved(name):
+    folder = os.path.join(checkpoint_dir, name)
+    try:
+      return name.isdigit() and os.path.isdir(folder) and bool(os.listdir(folder))
+    except OSError:
+      return False
+  return sorted(int(name) for name in names if saved(name))
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether RUN/checkpoints holds a saved step (`saved_steps`)."""
+  return bool(saved_steps(os.path.join(workdir, "checkpoints")))
 
 
 def claim(workdir: str, config_dict: dict, run_id: str) -> str:
@@ -234,7 +244,7 @@ def run_state(run_dir: str) -> str:
   status = read_status(run_dir).get("status")
   if status == "failed":
     return "failed"
-  if status in ("running", "interrupted") or os.path.isdir(os.path.join(run_dir, "checkpoints")):
+  if status in ("running", "interrupted") or has_checkpoints(run_dir):
     return "interrupted"
   return "pending"
 

@@ -3,22 +3,27 @@
 The fixtures (tests/data/analysis/<sweep>/, made by tests/data/analysis/make_fixtures.py) hold
 what each analysis reads from a finished smoke sweep of the code on main at 577b2ad, with the
 fit.json that code wrote over it. The analysis of today's code runs over a copy and must agree to
-rounding (the fits are deterministic given their inputs; only BLAS and libm may differ between
-machines). Timings (`analysis_s`, a sampler's `seconds`) are left out of the comparison. A change
-meant to move a fit (a new estimator) regenerates the fixtures from a new sweep and says so.
+rounding: the fits are deterministic given their inputs and the instruction set, and both the
+expected and today's analysis run in a child process pinned to AVX2 (make_fixtures.PINNED_NUMERICS;
+the smoke fits are ill-conditioned enough that a CPU's AVX-512 paths move them). Timings
+(`analysis_s`, a sampler's `seconds`) are left out of the comparison. A change meant to move a fit
+(a new estimator) regenerates the fixtures from a new sweep and says so.
 """
 
 import json
 import math
 import os
 import shutil
+import sys
 
 import pytest
 
 from lm_helpers import REPO
-from research import config as config_lib
 
 HERE = os.path.join(REPO, "tests", "data", "analysis")
+sys.path.insert(0, HERE)
+import make_fixtures  # noqa: E402  (tests/data/analysis/make_fixtures.py)
+
 SWEEPS = ("lm-py-sweep-smoke", "chinchilla-py-smoke", "kaplan-py-smoke", "lr_transfer-py-smoke",
           "emergence-py-smoke", "diffusion-py-sweep-smoke")
 TIMINGS = ("analysis_s", "seconds")
@@ -47,18 +52,13 @@ def differences(got, want, where="fit.json", rtol=1e-6) -> list[str]:
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-def test_analysis_writes_the_fit_it_wrote_before(sweep, tmp_path, monkeypatch):
+def test_analysis_writes_the_fit_it_wrote_before(sweep, tmp_path):
   workdir = tmp_path / sweep
   shutil.copytree(os.path.join(HERE, sweep), workdir)
-  with open(workdir / "sweep.json") as f:
-    study = config_lib.load_module(os.path.join(REPO, json.load(f)["study"]))
-  if sweep.startswith("diffusion"):
-    # The sample grids need the checkpoints, which the fixture leaves out (megabytes); they are
-    # figures, not part of fit.json (tests/test_diffusion_study.py draws them).
-    monkeypatch.setattr(study, "sample_grids", lambda *args, **kwargs: [])
-  written = study.analyze(str(workdir))
-  assert "fit.json" in written
-  with open(workdir / "fit.json") as f, open(workdir / "expected_fit.json") as g:
+  # Without the sample grids, which need the checkpoints the fixture leaves out (megabytes);
+  # they are figures, not part of fit.json (tests/test_diffusion_study.py draws them).
+  with open(make_fixtures.analyze_pinned(str(workdir))) as f, \
+      open(workdir / "expected_fit.json") as g:
     got, want = json.load(f), json.load(g)
   assert not differences(got, want), "\n".join(differences(got, want)[:20])
 

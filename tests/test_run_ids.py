@@ -2,7 +2,9 @@
 every preset's id, and every run id of every sweep preset's plan, pinned in
 tests/data/run_ids.json (written on main at 577b2ad, before the house was rebuilt; re-pinned on
 2026-12-02 when every language-model config gained data.split_seed, issue 20: the held-out text
-no longer follows the run's seed, which moved every LM preset's id and none of the diffusion's).
+no longer follows the run's seed, which moved every LM preset's id and none of the diffusion's;
+and again that day when the Chinchilla plan began counting its budgets as 6ND with N total,
+sweep.budget_count, which moved the four chinchilla presets and their plans' step counts).
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)

@@ -92,8 +92,11 @@ def _tail(path, lines=15) -> str:
 # `scontrol requeue` from inside the job and exits at once (sys.exit(-1)); the first incarnation
 # is REQUEUED, but the requeued one is recorded FAILED (exit 1) at that same second, with
 # Start = End, and never runs; the `afterany` analysis job then runs. When the requeued
-# incarnation is instead held (BeginTime), the case passes. Next to try: after the requeue, wait
-# for Slurm's own kill instead of exiting first. Not strict, so it counts when it passes.
+# incarnation is instead held (BeginTime), the case passes. Tried on 2026-12-03: after the
+# requeue, the task waited up to 120 s for Slurm's own SIGTERM instead of exiting; it still failed
+# 1 run in 4, with the same sacct record (the batch script's srun is what exits 1 when Slurm kills
+# the step), so the race lies between slurmctld's requeue and the old step's completion, not in
+# our exit; that change was not kept. Not strict, so it counts when it passes.
 USR2_REQUEUE_RACE = pytest.mark.xfail(
     reason="a race between submitit's in-job requeue and its exit can record the requeued "
            "task as FAILED before it runs (sacct; see the note of issue 21)", strict=False)

@@ -14,6 +14,7 @@ from launch.__main__ import main
 from lm_helpers import REPO
 from research import config as config_lib
 from research import tracking
+from research.models import transformer
 
 CHINCHILLA = os.path.join(REPO, "experiments", "chinchilla.py")
 KAPLAN = os.path.join(REPO, "experiments", "kaplan.py")
@@ -44,6 +45,12 @@ def test_isoflop_plan_puts_each_budget_around_its_prior_on_one_grid():
     n = sorted(p["shape"].n_nonemb for p in here)
     prior = cfg.sweep.prior_n * (cfg.sweep.budgets[j] / cfg.sweep.prior_c) ** cfg.sweep.prior_a
     assert n[0] < prior < n[-1]  # the prior optimum is interior
+  # budgets are iso in the headline convention (6ND, N total), up to rounding to whole steps
+  tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+  for p in points:
+    model = transformer.TransformerConfig(**{**cfg.model.to_dict(), **p["shape"].model_fields()})
+    c = 6 * transformer.param_counts(model).total * p["steps"] * tokens_per_step
+    assert abs(np.log10(c / p["C_planned"])) < 0.5 / p["steps"] + 1e-9
   runs = chinchilla.plan(cfg)
   parents = [r for r in runs if r.train.schedule == "constant"]
   branches = [r for r in runs if r.loop.init_from]
@@ -64,6 +71,8 @@ def test_chinchilla_smoke_trains_branches_and_fits_the_three_approaches(chinchil
   headline = fit["summary"][chinchilla.HEADLINE]
   assert {"approach1", "approach2", "approach3"} <= set(headline)
   assert len(fit["budgets"]) == 3 and fit["points"] == 9
+  spread = {name: r["budget_spread_dex"] for name, r in fit["fits"].items()}
+  assert spread[chinchilla.HEADLINE] < 0.005 < spread["N total, C full count"]  # iso as planned
   assert abs(fit["entropy_rate_nats"] - 1.1301) < 1e-3  # the synthetic language's known rate
   for name in ("isoflop_curves", "allocation", "loss_vs_compute"):
     assert (workdir / f"{name}.png").stat().st_size > 0

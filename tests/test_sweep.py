@@ -191,6 +191,12 @@ def test_run_store_states(tmp_path):
   run_id = run_id_of({"a": 1})  # config.json's run id must be its config's hash
   assert store.claim(str(folder), {"a": 1}, run_id) == "new"
   assert store.claim(str(folder), {"a": 1}, run_id) == "new"
+  (folder / "checkpoints" / "5.orbax-checkpoint-tmp").mkdir(parents=True)
+  (folder / "checkpoints" / "10").mkdir()
+  assert store.run_state(str(folder)) == "pending"  # nothing saved: no step to resume from
+  (folder / "checkpoints" / "10" / "state").write_text("x")
+  assert store.saved_steps(str(folder / "checkpoints")) == [10]
+  assert store.run_state(str(folder)) == "interrupted"
   store.write_status(str(folder), "running", pid=1)
   assert store.run_state(str(folder)) == "interrupted"  # running, but nobody holds the lock
   lock = store.RunLock(str(folder))

@@ -41,9 +41,11 @@ def step_speed(run_dir: str) -> tuple:
           float(np.median([r.get("mfu", np.nan) for r in own])))
 
 
-def points_table(workdir: str):
+def points_table(workdir: str, count: str = "full", planned=None):
   """(runs.csv's table of every planned run with its role and speed, the finished points with
-  their budget id: runs whose C, counted in full, lie within 0.05 dex share one)."""
+  their budget id). With the `planned` budgets (FLOPs counted as `count` says: "full", our FLOP
+  count, or "6ND" with N total), a point's budget is the planned one nearest its C in log C;
+  without them, runs whose full-count C lie within 0.05 dex share one."""
   from research.scaling import table
   df = store.table(workdir)
   roles = {}
@@ -56,8 +58,23 @@ def points_table(workdir: str):
   times = [store.summary(store.run_dir(workdir, run)) or {} for run in df.run]
   df["compile_s"], df["eval_s"] = ([t.get(k) for t in times] for k in ("compile_s", "eval_s"))
   points = df[(df.role == "point") & (df.status == "finished")].copy().reset_index(drop=True)
-  points["budget"] = table.budgets(points.C.to_numpy(float)) if len(points) else []
+  if not len(points):
+    points["budget"] = []
+  elif planned is None:
+    points["budget"] = table.budgets(points.C.to_numpy(float))
+  else:
+    c = (points.C if count == "full" else 6.0 * points.N * points.D).to_numpy(float)
+    offset = np.log10(c)[:, None] - np.log10(np.asarray(planned, float))[None, :]
+    points["budget"] = np.argmin(np.abs(offset), axis=1)
   return df, points
+
+
+def budget_spread_dex(c_used, budget_ids) -> float:
+  """The widest budget in log10 C under one convention (0 where the plan counted budgets in
+  it; up to ~0.1 dex in another convention, whose budgets are then not iso)."""
+  log_c = np.log10(np.asarray(c_used, np.float64))
+  ids = np.asarray(budget_ids)
+  return float(max(np.ptp(log_c[ids == b]) for b in np.unique(ids)))
 
 
 def runs_under(points, n_column: str, count: str):

@@ -1,6 +1,7 @@
 """Writes the analysis fixtures of tests/test_analysis_unchanged.py from finished sweep folders.
 
     python tests/data/analysis/make_fixtures.py SWEEPS_DIR
+    python tests/data/analysis/make_fixtures.py --refit    # expected fits only, same inputs
 
 SWEEPS_DIR holds one folder per smoke sweep, named as STUDIES below says, each made by
 `python -m launch sweep --config experiments/<study>.py:<preset> --workdir SWEEPS_DIR/<name>`.
@@ -14,12 +15,23 @@ One expected fit was moved on purpose since: chinchilla-py-smoke/expected_fit.js
 on 2026-12-02 by that day's analysis over the same fixture inputs, when Approach 2 began leaving
 out budgets whose parabola minimum lies outside their sampled sizes (issue 20). Only Approach 2
 moved: the smoke's three sizes per budget put every such minimum outside them (or give none), so
-Approach 2 now reports no estimate; Approaches 1 and 3 kept every number (new fields only).
+Approach 2 now reports no estimate; Approaches 1 and 3 kept every number (new fields only). On
+2026-12-02 the same file gained one field per convention, `budget_spread_dex` (how far from iso
+each budget is in that convention, issue 20), copied from that day's analysis; nothing else moved.
+
+On 2026-12-03 every expected_fit.json was rewritten by `--refit`, now that the analyses run pinned
+to AVX2 (PINNED_NUMERICS). The 2026-12-01 files came from a machine with AVX-512 (AMD Zen 4); on
+an AVX2-only one (Zen 2) 555 of their numbers differed, the point fits of well-posed laws by under
+1e-15 but the ill-conditioned smoke fits far more (Approach 3's theta by up to 98%, its bootstrap
+intervals by factors of 1e183, the held-out prediction by 6%). Under the pinning, the code of main
+at 1640b97 and the code of 2026-12-03 wrote the same files to the last digit (but for the new
+`budget_spread_dex`), and so do the unpinned analyses on the Zen 2 machine.
 """
 
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +42,45 @@ STUDIES = {"lm-py-sweep-smoke": "experiments/lm.py",
            "emergence-py-smoke": "experiments/emergence.py",
            "diffusion-py-sweep-smoke": "experiments/diffusion.py"}
 RUN_FILES = ("config.json", "summary.json", "status.json", "sampler_comparison.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+# The smoke sweeps' fits are ill-conditioned (three sizes per budget, a handful of points), so
+# ULP-level differences between CPUs' vector paths (numpy's AVX-512 loops, OpenBLAS's kernel
+# choice, XLA's target ISA) move some of their numbers far beyond rounding: the analyses run
+# on one instruction set, AVX2, which every x86-64 machine of this kind has.
+PINNED_NUMERICS = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+                   "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1",
+                   "XLA_FLAGS": "--xla_cpu_max_isa=AVX2 --xla_cpu_multi_thread_eigen=false"}
+_ANALYZE = """
+import json, os, sys
+from research import config as config_lib
+workdir = sys.argv[1]
+with open(os.path.join(workdir, "sweep.json")) as f:
+  study = config_lib.load_module(json.load(f)["study"])
+# The sample grids need checkpoints, which the fixtures leave out; they are figures, not fit.json.
+study.sample_grids = lambda *args, **kwargs: []
+study.analyze(workdir)
+"""
+
+
+def analyze_pinned(workdir: str) -> str:
+  """Runs the study's analysis over `workdir` in a child process under PINNED_NUMERICS; returns
+  the fit.json path (the child's output on failure is raised)."""
+  env = {**os.environ, **PINNED_NUMERICS, "PYTHONPATH": REPO}
+  done = subprocess.run([sys.executable, "-c", _ANALYZE, workdir], cwd=REPO, env=env,
+                        capture_output=True, text=True)
+  if done.returncode:
+    raise RuntimeError(f"analysis of {workdir} failed:\n{done.stdout}\n{done.stderr}")
+  return os.path.join(workdir, "fit.json")
+
+
+def refit(names=tuple(STUDIES)) -> None:
+  """Rewrites each fixture's expected_fit.json by today's analysis of its inputs (pinned)."""
+  import tempfile
+  for name in names:
+    with tempfile.TemporaryDirectory() as tmp:
+      workdir = os.path.join(tmp, name)
+      shutil.copytree(os.path.join(HERE, name), workdir)
+      shutil.copy(analyze_pinned(workdir), os.path.join(HERE, name, "expected_fit.json"))
 
 
 def main(sweeps: str) -> None:
@@ -64,4 +115,4 @@ def _relative(line: str, sweep: str) -> str:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  refit() if sys.argv[1:] == ["--refit"] else main(sys.argv[1])
