@@ -192,6 +192,20 @@ def _summary(report: dict) -> dict:
   return out
 
 
+def _floors(workdir: str, run: str):
+  """[(label, nats)] of a synthetic language (its entropy rate, and the best mean loss over the
+  run's context), from the run's summary; None for other data."""
+  from research.data import markov
+  summary = store.summary(store.run_dir(workdir, run)) or {}
+  chain = (summary.get("data") or {}).get("synthetic")
+  if not chain:
+    return None
+  seq_len = store.read_config(store.run_dir(workdir, run))["config"]["train"]["seq_len"]
+  return [("entropy rate", chain["entropy_rate_nats"]),
+          (f"best loss at context {seq_len}",
+           markov.loss_floor(chain["conditional_entropies_nats"], seq_len))]
+
+
 def analyze(workdir: str, flops=None) -> dict:
   """runs.csv; Approaches 1-3 under every convention (fit.json, report.md); the headline
   convention's figures. `flops`: the budgets of the allocation table (default sweep.flops;
@@ -233,6 +247,7 @@ def analyze(workdir: str, flops=None) -> dict:
       edges.append(dict(C=float(group.C.median()), best_N=float(best), add=side))
   entropy = [store.summary(store.run_dir(workdir, r)).get("entropy_rate_nats")
              for r in points.run[:1]]
+  floors = _floors(workdir, points.run.iloc[0]) if len(points) else None
   record_out = dict(
       study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
       L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
@@ -243,7 +258,8 @@ def analyze(workdir: str, flops=None) -> dict:
       summary={name: _summary(r) for name, r in fits.items()},
       heldout_optimum={name: r["heldout_optimum"] for name, r in fits.items()},
       fits=fits)
-  out.saved(plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids))
+  out.saved(plots.report_figures(headline_runs, headline, workdir, budget_ids=budget_ids,
+                                 floors=floors, convention=HEADLINE))
   record_out["time"]["analysis_s"] = time.perf_counter() - started
   return out.fit(record_out, format_report)
 

@@ -9,12 +9,18 @@ largest token count with WSD cooldown branches (research/train/branch.py) at the
 learning rate, as in experiments/chinchilla.py.
 
 The analysis fits, under both N conventions (non-embedding as Kaplan et al., total as Hoffmann et
-al.) and both FLOP counts (6ND with that N; our full count):
-  * L(N) = (N_c / N)^alpha_N at the largest D (and E + A N^-alpha beside it);
-  * L(D) = (D_c / D)^alpha_D at the largest N;
+al.) and both FLOP counts (6ND with that N; our full count), each law where it holds:
   * L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D on every point (Kaplan eq. 1.5);
-  * the C_min frontier: the lower envelope of loss against compute, L(C_min) = (C_c / C_min)^
-    alpha_C, and N_opt ~ C^a along it.
+  * L(N) = (N_c / N)^alpha_N on the sizes converged in D: each size's longest run, where its loss
+    fell over the last step of D at a local exponent -dlnL/dlnD below SLOPE (0.02);
+  * L(D) = (D_c / D)^alpha_D on the largest size's data-limited runs: where its loss is no better
+    than the next smaller size's by more than that local exponent in N;
+    both leave out runs shorter than MIN_WARMUPS (10) warmups, and report what they left out, and
+    with replicate seeds their bootstrap resamples the seeds within each design point;
+  * alpha_N of L(N) at every D (so a reader sees whether it has converged);
+  * the C_min frontier: L(C_min) = (C_c / C_min)^alpha_C on the whole lower envelope of loss
+    against compute (where the smallest or largest size is the best there, the envelope is an
+    upper bound on the frontier: counted), and N_opt ~ C^a where an interior size is the best.
 
 Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
 45 minutes on 2 cores), gpu (a real cluster on a TFDS corpus you prepare; --dry-run prints it).
@@ -94,25 +100,61 @@ def _power(x, loss, form: str = "power") -> dict:
 def _kaplan_constants(power: dict) -> dict:
   """L = A X^-alpha as Kaplan writes it: (X_c / X)^alpha, X_c = A^(1/alpha)."""
   p = power["params"]
-  return dict(alpha=p["alpha"], X_c=p["A"] ** (1 / p["alpha"]) if p["alpha"] > 0 else None)
+  log_xc = np.log(p["A"]) / p["alpha"] if p["alpha"] > 0 else np.inf
+  return dict(alpha=p["alpha"], X_c=float(np.exp(log_xc)) if log_xc < 700 else None)
 
 
-def laws(points, n_column: str, count: str, n_boot: int) -> dict:
-  """Every Kaplan law of the finished points under one N convention and FLOP count."""
+SLOPE = 0.02  # converged in D / data-limited: the other variable's local exponent below this
+MIN_WARMUPS = 10  # the one-variable laws leave out runs shorter than 10 warmups (transients)
+
+
+def local_slopes(points, n_column: str):
+  """Per point, (s_D, s_N): -d ln L / d ln D from the next shorter run of its size, and
+  -d ln L / d ln N from the next smaller size at its D, on the mean loss of each design point
+  (its seeds); NaN where there is no such neighbour."""
+  mean = points.groupby([n_column, "D"]).val_loss.mean()
+  log = np.log(mean.unstack("D"))  # sizes x token counts
+  log_n, log_d = np.log(log.index.to_numpy(float)), np.log(log.columns.to_numpy(float))
+  s_d = -(log.diff(axis=1) / np.diff(log_d, prepend=np.nan)[None, :])
+  s_n = -(log.diff(axis=0) / np.diff(log_n, prepend=np.nan)[:, None])
+  def pick(table):
+    return np.array([table.loc[n, d] for n, d in zip(points[n_column], points.D)])
+  return pick(s_d), pick(s_n)
+
+
+def _one_variable(frame, x_column: str, n_boot: int, where: dict) -> dict:
+  """(X_c / X)^alpha on the frame's points, a 95% bootstrap interval over seeds within design
+  points where there are replicates, else over the points (which resamples the design)."""
+  from research.scaling.fit import bootstrap_law, fit_law
+  if frame[x_column].nunique() < 3:
+    return dict(where, skipped=f"{frame[x_column].nunique()} distinct value(s) of "
+                f"{x_column} in this regime; the law needs 3", points=int(len(frame)))
+  x, loss = frame[x_column].to_numpy(float), frame.val_loss.to_numpy(float)
+  fit = fit_law("power", {"X": x}, loss, keep=16, maxiter=500)
+  out = dict(where, **_kaplan_constants(dict(params=fit.params)), converged=fit.converged,
+             points=int(len(frame)), runs=frame.run.tolist(), X_range=[x.min(), x.max()])
+  if n_boot:
+    design = [f"{a:.6g}/{b:.6g}" for a, b in zip(frame.N, frame.D)]
+    within = design if len(set(design)) < len(design) else None
+    boot = bootstrap_law(fit, {"X": x}, loss, n_boot=n_boot, groups=frame.run.to_numpy(),
+                         seed=0, ci=0.95, maxiter=300, within=within)
+    out["bootstrap"] = dict(interval=boot["intervals"]["alpha"], n_boot=n_boot,
+                            n_failed=boot["n_failed"], failures=boot["failures"],
+                            resample="seeds within design points" if within else
+                            "points (one seed: the design is resampled)")
+  return out
+
+
+def laws(points, n_column: str, count: str, n_boot: int, min_tokens: float = 0.0) -> dict:
+  """Every Kaplan law of the finished points under one N convention and FLOP count, each where
+  it holds (`local_slopes`): L(N, D) (eq. 1.5) on every point; L(N) on each size's longest run
+  where the loss has stopped falling with D (s_D < SLOPE: converged in D); L(D) on the points
+  where it has stopped falling with N (s_N < SLOPE: data-limited) of the largest size; both
+  without runs shorter than `min_tokens`; the C_min frontier's L(C_min) on the whole lower
+  envelope, N_opt ~ C^a where an interior size is the best."""
   from research.scaling import approaches
   from research.scaling.fit import bootstrap_law, fit_law
   out = {}
-  largest_d = points[np.isclose(points.D, points.D.max())]
-  out["L(N) at the largest D"] = dict(D=float(points.D.max()), **_kaplan_constants(
-      _power(largest_d[n_column], largest_d.val_loss)))
-  try:
-    out["L(N) at the largest D"]["saturating"] = _power(largest_d[n_column], largest_d.val_loss,
-                                                        "saturating")["params"]
-  except UserError as e:  # E + A N^-alpha needs four sizes or more
-    out["L(N) at the largest D"]["saturating"] = dict(skipped=str(e))
-  largest_n = points[points[n_column] == points[n_column].max()]
-  out["L(D) at the largest N"] = dict(N=float(points[n_column].max()), **_kaplan_constants(
-      _power(largest_n.D, largest_n.val_loss)))
   inputs = {"N": points[n_column].to_numpy(float), "D": points.D.to_numpy(float)}
   fit = fit_law("kaplan", inputs, points.val_loss.to_numpy(float), keep=32, maxiter=500)
   joint = dict(fit.summary(), converged=fit.converged)
@@ -120,14 +162,44 @@ def laws(points, n_column: str, count: str, n_boot: int) -> dict:
     boot = bootstrap_law(fit, inputs, points.val_loss.to_numpy(float), n_boot=n_boot, seed=0,
                          ci=0.95, maxiter=300)
     joint["intervals"] = boot["intervals"]
+    joint["bootstrap"] = {k: boot[k] for k in ("n_boot", "n_failed", "failures")}
   out["L(N, D)"] = joint
+  s_d, s_n = local_slopes(points, n_column)
+  frame = points.assign(s_D=s_d, s_N=s_n, long_enough=points.D >= min_tokens)
+  longest = frame[frame.D == frame.groupby(n_column).D.transform("max")]  # with its seeds
+  converged = longest[(longest.s_D < SLOPE) & longest.long_enough]
+  out["L(N), converged in D"] = _one_variable(
+      converged.assign(X=converged[n_column]), "X", n_boot,
+      dict(rule=f"each size's longest run, where its loss fell with D at a local exponent "
+           f"-dlnL/dlnD < {SLOPE} over the last step of D", sizes=int(longest[n_column].nunique()),
+           sizes_used=int(converged[n_column].nunique()),
+           s_D_of_longest={f"{n:.6g}": None if np.isnan(v) else float(v)
+                           for n, v in zip(longest[n_column], longest.s_D)}))
+  size = frame[n_column].max()
+  chosen = frame[(frame[n_column] == size) & (frame.s_N < SLOPE) & frame.long_enough]
+  out["L(D), data-limited"] = _one_variable(
+      chosen.assign(X=chosen.D), "X", n_boot,
+      dict(rule=f"the largest size's runs where its loss fell with N at a local exponent "
+           f"-dlnL/dlnN < {SLOPE} from the next smaller size", N=float(size),
+           s_N_of_largest={f"{d:.6g}": None if np.isnan(v) else float(v) for d, v in
+                           zip(frame.D[frame[n_column] == size],
+                               frame.s_N[frame[n_column] == size])},
+      left_out_short=int((~frame.long_enough).sum()), min_tokens=float(min_tokens)))
+  out["alpha_N by D"] = {f"{d:.6g}": _kaplan_constants(_power(g[n_column], g.val_loss))["alpha"]
+                         for d, g in points.groupby("D") if g[n_column].nunique() >= 3}
   runs = ladder_points.runs_under(points, n_column, count)
   k = runs.conventions["flops_per_param_token"]
-  envelope = approaches.approach1(runs)
-  frontier = envelope["envelope"]
-  out["C_min frontier"] = dict(a=envelope["a"], b=envelope["b"], warnings=envelope["warnings"],
-                               **_kaplan_constants(_power(frontier["C"], frontier["L"])),
-                               flops_per_param_token=k)
+  env = approaches.lower_envelope(runs)
+  allocation = approaches.approach1(runs)
+  out["C_min frontier"] = dict(
+      a=allocation["a"], b=allocation["b"], warnings=allocation["warnings"],
+      **_kaplan_constants(_power(env["C"], env["L"])), flops_per_param_token=k,
+      envelope=dict(C=env["C"].tolist(), L=env["L"].tolist(), N=env["N"].tolist(),
+                    interior=env["interior"].tolist()),
+      edges=("L(C_min) is fitted on the whole envelope; at the compute values where the smallest "
+             f"or largest size is the best ({int((~env['interior']).sum())} of "
+             f"{len(env['C'])}) the envelope is an upper bound on the frontier; N_opt ~ C^a uses "
+             "only the others"))
   return out
 
 
@@ -139,15 +211,17 @@ def analyze(workdir: str) -> dict:
   import time
   from research.scaling import plots
   started = time.perf_counter()
-  s = config_lib.preset(get_config, store.read_sweep(workdir)).sweep
+  c = config_lib.preset(get_config, store.read_sweep(workdir))
+  s = c.sweep
+  min_tokens = MIN_WARMUPS * c.train.warmup_steps * c.train.batch_size * c.train.seq_len
   df, points = ladder_points.points_table(workdir)
   out = common.Outputs(workdir)
   out.runs_csv(df)
   if points.empty or points[points.D == points.D.max()].N.nunique() < 3:
     print(f"analysis: {len(points)} finished point(s); the laws need 3 sizes at the largest D")
     return out.paths
-  fits = {name: laws(points, n_column, count, s.bootstrap if name == HEADLINE else 0)
-          for name, (n_column, count) in CONVENTIONS.items()}
+  fits = {name: laws(points, n_column, count, s.bootstrap if name == HEADLINE else 0,
+                     min_tokens) for name, (n_column, count) in CONVENTIONS.items()}
   record = dict(study="Kaplan et al. (2020) laws, analysed with research/scaling",
                 L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
                 points=int(len(points)), planned_runs=int(len(df)), fits=fits,
@@ -161,22 +235,45 @@ def _num(value, fmt=".3f") -> str:
   return "-" if value is None else format(value, fmt)
 
 
+def _alpha(law: dict) -> str:
+  if "alpha" not in law:
+    return "not measured"
+  text = f"{law['alpha']:.3f}"
+  if "bootstrap" in law:
+    lo, hi = law["bootstrap"]["interval"]
+    text += f" [{lo:.3f}, {hi:.3f}]"
+  return text + f" ({law['points']} points)"
+
+
 def format_report(record: dict) -> str:
-  lines = ["| convention | alpha_N (L(N)) | alpha_D (L(D)) | L(N, D): alpha_N, alpha_D | "
-           "alpha_C (C_min) | N_opt ~ C^a |", "|---|---|---|---|---|---|"]
+  lines = ["| convention | alpha_N: L(N), converged in D | alpha_D: L(D), data-limited | "
+           "L(N, D): alpha_N, alpha_D | alpha_C (whole C_min envelope) | N_opt ~ C^a |",
+           "|---|---|---|---|---|---|"]
   for name, f in record["fits"].items():
     joint = f["L(N, D)"]["params"]
-    lines.append(f"| {name} | {_num(f['L(N) at the largest D']['alpha'])} | "
-                 f"{_num(f['L(D) at the largest N']['alpha'])} | {joint['alpha_n']:.3f}, "
+    lines.append(f"| {name} | {_alpha(f['L(N), converged in D'])} | "
+                 f"{_alpha(f['L(D), data-limited'])} | {joint['alpha_n']:.3f}, "
                  f"{joint['alpha_d']:.3f} | {_num(f['C_min frontier']['alpha'])} | "
                  f"{f['C_min frontier']['a']:.3f} |")
   lines.append("| Kaplan et al. 2020 (Sec. 1.2, eq. 1.5, Table 6; N non-embedding, C = 6ND) | "
                "0.076 | 0.095 | 0.076, 0.103 | 0.050 | 0.73 |")
-  interval = record["fits"][record["headline"]]["L(N, D)"].get("intervals", {})
+  head = record["fits"][record["headline"]]
+  interval = head["L(N, D)"].get("intervals", {})
   if interval:
     lines += ["", f"95% bootstrap intervals of L(N, D) ({record['headline']}): " + ", ".join(
         f"{k} [{v[0]:.3f}, {v[1]:.3f}]" for k, v in interval.items())]
+  lines += ["", "Where each law is taken (" + record["headline"] + "):"]
+  for key in ("L(N), converged in D", "L(D), data-limited"):
+    law = head[key]
+    lines.append(f"- {key}: {law['rule']}; " + (law["skipped"] if "skipped" in law else
+                 f"{law['points']} points, X from {law['X_range'][0]:.3g} to "
+                 f"{law['X_range'][1]:.3g}"))
+  law = head["L(D), data-limited"]
+  lines.append(f"- runs shorter than {law['min_tokens']:,.0f} tokens ({MIN_WARMUPS} warmups) left "
+               f"out of both: {law['left_out_short']}")
+  lines.append("- alpha_N of L(N) at each D: " + ", ".join(
+      f"{float(d):.3g}: {a:.3f}" for d, a in head["alpha_N by D"].items()))
+  lines.append(f"- C_min frontier: {head['C_min frontier']['edges']}")
   if "time" in record:
     lines += ["", ladder_points.format_time(record["time"], record["time"].get("analysis_s", 0.0))]
   return "\n".join(lines) + "\n"
-

@@ -193,7 +193,9 @@ def test_synthetic_default_and_symbols():
 
 
 @pytest.mark.parametrize("spec", ["synthetic:", "synthetic:order=3,symbols=6,alpha=0.3",
-                                  "synthetic:order=0,symbols=5,alpha=1"])
+                                  "synthetic:order=0,symbols=5,alpha=1",
+                                  "synthetic:order=3,symbols=6,form=loglinear,scale=1.5",
+                                  "synthetic:order=0,symbols=5,form=loglinear"])
 def test_synthetic_entropy_rate_matches_samples(spec):
   chain = text.load(spec).source.chain
   samples = chain.sample(np.random.default_rng(0), 256, 400)
@@ -203,6 +205,27 @@ def test_synthetic_entropy_rate_matches_samples(spec):
   floor = chain.loss_floor(64)
   assert floor >= chain.entropy_rate - 1e-12
   assert abs(chain.conditional_entropies()[-1] - chain.entropy_rate) < 1e-12
+
+
+def test_loglinear_chain_is_graded_and_dirichlet_is_not():
+  """Every context length tells a loglinear chain's model more; a sparse Dirichlet chain of order
+  3 hides nearly everything until the whole context is seen (the pilot that chose the form)."""
+  graded = markov.make_chain(3, 32, 0.1, 0, form="loglinear", scale=1.5, decay=0.8)
+  h = graded.conditional_entropies()
+  assert all(a - b > 0.2 for a, b in zip(h[:-1], h[1:]))
+  hidden = markov.make_chain(3, 32, 0.1, 0).conditional_entropies()
+  assert hidden[0] - hidden[2] < 0.2 < hidden[2] - hidden[3]
+  assert graded.probs.shape == (32**3, 32) and np.allclose(graded.probs.sum(axis=1), 1.0)
+  again = markov.make_chain(3, 32, 0.1, 0, form="loglinear", scale=1.5, decay=0.8)
+  assert np.array_equal(graded.probs, again.probs)
+
+
+@pytest.mark.parametrize("rest,expected", [("form=zipf", "form='zipf' is not one of"),
+                                           ("form=loglinear,decay=1.5", "decay=1.5"),
+                                           ("form=loglinear,scale=0", "scale=0.0")])
+def test_bad_loglinear_parameters_are_refused(rest, expected):
+  with pytest.raises(UserError, match=expected):
+    markov.parse("synthetic:" + rest, rest)
 
 
 def test_synthetic_two_state_stationary_matches_closed_form():

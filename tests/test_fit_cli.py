@@ -53,7 +53,7 @@ def test_fit_writes_report_and_figures(csv_path, tmp_path, capsys):
   assert lo <= fit3["fit"]["params"]["alpha"] <= hi
   assert report["approaches"]["2"]["a"] == pytest.approx(0.28 / 0.62, abs=0.05)
   assert "mean_abs_error" in report["heldout"]
-  for name in ("loss_vs_compute", "loss_vs_n_d", "isoflop_curves", "allocation"):
+  for name in ("loss_vs_compute", "residuals", "isoflop_curves", "allocation"):
     for ext in ("png", "pdf"):
       size = os.path.getsize(out / f"{name}.{ext}")
       assert 1000 < size < 300_000, (name, ext, size)

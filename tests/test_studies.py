@@ -116,8 +116,8 @@ def test_kaplan_smoke_fits_every_law_under_every_convention(tmp_path, cache):
   fit = json.loads((workdir / "fit.json").read_text())
   assert len(fit["fits"]) == 4 and fit["points"] == 9
   for laws in fit["fits"].values():
-    assert set(laws) == {"L(N) at the largest D", "L(D) at the largest N", "L(N, D)",
-                         "C_min frontier"}
+    assert set(laws) == {"L(N), converged in D", "L(D), data-limited", "alpha_N by D",
+                         "L(N, D)", "C_min frontier"}
   assert (workdir / "kaplan_laws.png").stat().st_size > 0
 
 

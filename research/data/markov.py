@@ -1,7 +1,13 @@
 """The synthetic language: a random k-th order Markov chain with an exact entropy rate.
 
-Transition rows P(. | last k symbols) are drawn from a symmetric Dirichlet(alpha) over S symbols
-(small alpha: sparse, low-entropy rows), from `chain_seed`; symbol s is byte SYMBOL_OFFSET + s.
+Transition rows P(. | last k symbols) over S symbols, from `chain_seed`, in one of two forms:
+`dirichlet` (the default), each row drawn from a symmetric Dirichlet(alpha) (small alpha: sparse,
+low-entropy rows; the lower orders then carry almost no information, so a model has nothing to
+learn until it finds the whole k-th order table), or `loglinear`, logits summed over the suffixes
+of the context, sum_j scale decay^(j-1) Z_j[last j symbols, next], Z_j standard normal: every
+order adds information (graded, as in a back-off n-gram model), so a model's loss falls as it
+learns longer contexts, and the S^k x S table outgrows small models. Symbol s is byte
+SYMBOL_OFFSET + s.
 The entropy rate is H = sum_s pi(s) H(P(. | s)) nats/token, pi the stationary distribution over
 the S^k states; sequences start from pi, so every position of a sample is stationary.
 """
@@ -17,8 +23,11 @@ SYMBOL_OFFSET = 33  # '!': symbols are printable ASCII first
 MAX_SYMBOLS = 256 - SYMBOL_OFFSET
 MAX_STATES = 2**20
 MAX_TABLE = 2**24  # transition-table entries, S^(k+1)
-DEFAULTS = {"order": 2, "symbols": 16, "alpha": 0.1, "chain_seed": 0}
-_KINDS = {"order": int, "symbols": int, "alpha": float, "chain_seed": int}
+DEFAULTS = {"order": 2, "symbols": 16, "alpha": 0.1, "chain_seed": 0, "form": "dirichlet",
+            "scale": 2.0, "decay": 0.7}
+_KINDS = {"order": int, "symbols": int, "alpha": float, "chain_seed": int, "form": str,
+          "scale": float, "decay": float}
+FORMS = ("dirichlet", "loglinear")
 _TRAIN_DOMAIN, _VAL_DOMAIN = 1, 2  # RNG seed domains: training and validation never share draws
 _VAL_BLOCK = 64  # validation rows are drawn in blocks, so fewer batches are a prefix of more
 
@@ -26,7 +35,9 @@ _VAL_BLOCK = 64  # validation rows are drawn in blocks, so fewer batches are a p
 def _error(spec: str, what: str) -> UserError:
   return UserError(f"data source {spec!r}: {what}; allowed: 'synthetic:' followed by "
                    "comma-separated key=value among order (int, 0..), symbols (int, 2.."
-                   f"{MAX_SYMBOLS}), alpha (float > 0), chain_seed (int >= 0), with "
+                   f"{MAX_SYMBOLS}), alpha (float > 0), chain_seed (int >= 0), form "
+                   f"({' or '.join(FORMS)}), scale (float > 0) and decay (float in (0, 1]) of "
+                   "the loglinear form, with "
                    f"symbols**order <= {MAX_STATES:,} states and symbols**(order+1) <= "
                    f"{MAX_TABLE:,} transitions; defaults {DEFAULTS}")
 
@@ -48,6 +59,10 @@ def parse(spec: str, rest: str) -> dict:
     raise _error(spec, f"order={order}, symbols={symbols} out of range")
   if not (alpha > 0 and math.isfinite(alpha)) or params["chain_seed"] < 0:
     raise _error(spec, f"alpha={alpha}, chain_seed={params['chain_seed']} out of range")
+  if params["form"] not in FORMS:
+    raise _error(spec, f"form={params['form']!r} is not one of {', '.join(FORMS)}")
+  if not (params["scale"] > 0 and math.isfinite(params["scale"]) and 0 < params["decay"] <= 1):
+    raise _error(spec, f"scale={params['scale']}, decay={params['decay']} out of range")
   if symbols**order > MAX_STATES or symbols**(order + 1) > MAX_TABLE:
     raise _error(spec, f"symbols**order = {symbols}**{order} = {symbols**order:,} states is "
                  "too many")
@@ -62,6 +77,9 @@ class Chain:
   symbols: int
   alpha: float
   chain_seed: int
+  form: str
+  scale: float
+  decay: float
   probs: np.ndarray = dataclasses.field(repr=False)  # [S^k, S] transition rows
   stationary: np.ndarray = dataclasses.field(repr=False)  # [S^k]
   entropy_rate: float  # nats/token
@@ -83,8 +101,7 @@ class Chain:
 
   def loss_floor(self, seq_len: int) -> float:
     """The best possible mean loss over seq_len targets whose t-th target sees t tokens."""
-    h = self.conditional_entropies()
-    return float(np.mean([h[min(t, self.order)] for t in range(1, seq_len + 1)]))
+    return loss_floor(self.conditional_entropies(), seq_len)
 
   def sample(self, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
     """uint8 [count, length] bytes of stationary sequences, vectorised over rows."""
@@ -111,11 +128,19 @@ class Chain:
 
   def describe(self) -> dict:
     return {"order": self.order, "symbols": self.symbols, "alpha": self.alpha,
-            "chain_seed": self.chain_seed, "states": self.n_states,
+            "chain_seed": self.chain_seed, "form": self.form, "scale": self.scale,
+            "decay": self.decay, "states": self.n_states,
             "symbol_bytes": [SYMBOL_OFFSET, SYMBOL_OFFSET + self.symbols - 1],
             "entropy_rate_nats": self.entropy_rate,
             "entropy_rate_bits": self.entropy_rate / math.log(2),
             "conditional_entropies_nats": self.conditional_entropies()}
+
+
+def loss_floor(conditional_entropies, seq_len: int) -> float:
+  """The best mean loss over seq_len targets, the t-th seeing t tokens of context, from
+  H(X_{c+1} | X_1..X_c) for c = 0..k (`Chain.conditional_entropies`, or a run's record of it)."""
+  h = list(conditional_entropies)
+  return float(np.mean([h[min(t, len(h) - 1)] for t in range(1, seq_len + 1)]))
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -141,10 +166,28 @@ def stationary_distribution(probs: np.ndarray, symbols: int, tol: float = 1e-11,
   return pi  # converged to within the last step; good to far better than the sampling noise
 
 
-def make_chain(order: int, symbols: int, alpha: float, chain_seed: int) -> Chain:
+def _loglinear_rows(rng, order: int, symbols: int, scale: float, decay: float) -> np.ndarray:
+  """softmax over the next symbol of sum_j scale decay^(j-1) Z_j[last j symbols], j = 1..k
+  (a state's last j symbols are its index mod S^j: the most recent symbol is the last digit)."""
+  states = np.arange(symbols**order)
+  logits = np.zeros((len(states), symbols))
+  for j in range(1, order + 1):
+    table = rng.standard_normal((symbols**j, symbols))
+    logits += scale * decay ** (j - 1) * table[states % symbols**j]
+  logits -= logits.max(axis=1, keepdims=True)
+  return np.exp(logits)
+
+
+def make_chain(order: int, symbols: int, alpha: float, chain_seed: int, form: str = "dirichlet",
+               scale: float = 2.0, decay: float = 0.7) -> Chain:
   """The chain with these parameters; the same parameters always give the same language."""
-  rng = np.random.default_rng([chain_seed, order, symbols])
-  probs = rng.dirichlet(np.full(symbols, alpha), size=symbols**order)
+  if form == "dirichlet":
+    rng = np.random.default_rng([chain_seed, order, symbols])
+    probs = rng.dirichlet(np.full(symbols, alpha), size=symbols**order)
+  else:
+    rng = np.random.default_rng([chain_seed, order, symbols, 1])
+    probs = (_loglinear_rows(rng, order, symbols, scale, decay) if order else
+             np.exp(scale * rng.standard_normal((1, symbols))))
   probs /= probs.sum(axis=1, keepdims=True)
   pi = np.ones(1) if order == 0 else stationary_distribution(probs, symbols)
   rate = float(pi @ _entropy(probs))
@@ -155,7 +198,8 @@ def make_chain(order: int, symbols: int, alpha: float, chain_seed: int) -> Chain
   arrays = (probs, pi, cdf.ravel(), start_cdf)
   for array in arrays:
     array.flags.writeable = False
-  return Chain(order, symbols, alpha, chain_seed, arrays[0], arrays[1], rate, *arrays[2:])
+  return Chain(order, symbols, alpha, chain_seed, form, scale, decay, arrays[0], arrays[1], rate,
+               *arrays[2:])
 
 
 def from_spec(spec: str, rest: str) -> Chain:

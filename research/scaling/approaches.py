@@ -161,13 +161,15 @@ def _minimum_warning(m: dict) -> str:
           f"{m['N_opt']:.3g}, lies inside it")
 
 
-def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
-  """Lower envelope of training curves: at each compute value the run (group) with least loss.
+def lower_envelope(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
+  """The lower envelope of training curves on `n_grid` compute values evenly spaced in log C: at
+  each, the least loss of any run (group) there and that run's N.
 
   Each group of rows (a run id, or N to three significant figures when every run id is unique)
   is a training curve; its loss is interpolated in log C, and only compute values inside the
-  curve's range count.
-  """
+  curve's range count. `interior` marks the compute values where neither the smallest nor the
+  largest size is the best (elsewhere the optimum may lie beyond the sizes tried, and the
+  envelope's loss is only an upper bound on the frontier's)."""
   weights = np.ones(len(runs.L)) if weights is None else np.asarray(weights, np.float64)
   curves = runs.groups
   if len(np.unique(curves)) == len(curves):
@@ -186,16 +188,24 @@ def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
     better = inside & (curve < best_loss)
     best_loss[better] = curve[better]
     best_n[better] = np.exp(np.mean(np.log(runs.N[here])))
-  # Where the smallest or largest size wins, the optimum may lie beyond the sizes tried.
   interior = (best_n > np.exp(np.log(runs.N[keep]).min()) * (1 + 1e-9)) & (
       best_n < np.exp(np.log(runs.N[keep]).max()) * (1 - 1e-9))
-  ok = np.isfinite(best_loss) & interior
-  flops = np.exp(grid[ok])
+  found = np.isfinite(best_loss)
+  return dict(C=np.exp(grid[found]), L=best_loss[found], N=best_n[found],
+              interior=interior[found])
+
+
+def approach1(runs: table.Runs, weights=None, n_grid: int = 40) -> dict:
+  """Approach 1: N_opt and D_opt along the lower envelope of the training curves
+  (`lower_envelope`), at the compute values where an interior size is the best."""
+  env = lower_envelope(runs, weights, n_grid)
+  ok = env["interior"]
+  flops = env["C"][ok]
   k = runs.conventions.get("flops_per_param_token", 6.0)
-  envelope = dict(C=flops.tolist(), N_opt=best_n[ok].tolist(),
-                  D_opt=(flops / (k * best_n[ok])).tolist(), L=best_loss[ok].tolist())
-  laws = _allocation_laws(flops, best_n[ok], flops / (k * best_n[ok]))
-  dropped = int((np.isfinite(best_loss) & ~interior).sum())
+  envelope = dict(C=flops.tolist(), N_opt=env["N"][ok].tolist(),
+                  D_opt=(flops / (k * env["N"][ok])).tolist(), L=env["L"][ok].tolist())
+  laws = _allocation_laws(flops, env["N"][ok], flops / (k * env["N"][ok]))
+  dropped = int((~ok).sum())
   warnings = [f"{dropped} of {n_grid} compute values dropped: the smallest or largest size was "
               "the best there"] if dropped else []
   return dict(approach=1, envelope=envelope, warnings=warnings, same_runs_as_approach2=True,

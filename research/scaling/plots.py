@@ -3,7 +3,7 @@
   loss_vs_compute   runs coloured by N, with the fitted compute-optimal frontier
   isoflop_curves    L against N per budget, the fitted parabolas (or splines), minima
   allocation        N_opt and D_opt against C: the approaches' points, fits and bootstrap band
-  loss_vs_n_d       L against N and against D with the fitted law
+  residuals         the fitted law's relative residuals against N and against D
   sweep_losses      a sweep's held-out loss against N per token budget (with each budget's
                     fitted L = E + A N^-alpha) and against C per model size
   training_run      one run's training loss and eval curves against tokens (from its records)
@@ -14,6 +14,7 @@ import io
 import os
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -40,7 +41,9 @@ def save(fig, path_stem: str, dpi: int = 110) -> list[str]:
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
   ax.set_xscale("log")
-  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded 2x10^11 labels
+  lo, hi = ax.get_xlim()
+  if hi > 10 * lo:  # no crowded 2x10^11 labels; within a decade the minor labels are the only ones
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   if logy:
     ax.set_yscale("log")
   ax.set_xlabel(xlabel)
@@ -54,48 +57,82 @@ def _colour_by_n(fig, ax, x, y, n):
   fig.colorbar(points, ax=ax, label="log10 N (parameters)")
 
 
-def loss_vs_compute(runs, theta, conventions: dict):
-  """L against C; the frontier L(N_opt(C), D_opt(C)) of the fitted Hoffmann law."""
+def _floors(ax, floors) -> None:
+  """Horizontal lines at known loss floors: [(label, value), ...] (a synthetic language's)."""
+  for (label, value), style in zip(floors or (), ("--", ":")):
+    ax.axhline(value, color="0.3", ls=style, lw=1, label=f"{label} ({value:.4f})")
+
+
+def _extrapolated(ax, data_max: float) -> None:
+  """Shade compute beyond the data as extrapolated."""
+  lo, hi = ax.get_xlim()
+  if hi > data_max:
+    ax.axvspan(data_max, hi, color="0.92", zorder=0, label="extrapolated (beyond the runs)")
+    ax.set_xlim(lo, hi)
+
+
+def loss_vs_compute(runs, theta, conventions: dict, floors=None):
+  """L against C; the frontier L(N_opt(C), D_opt(C)) of the fitted Hoffmann law, solid over the
+  runs' compute and dotted beyond."""
   fig, ax = plt.subplots(figsize=(6, 4.2))
   _colour_by_n(fig, ax, runs.C, runs.L, runs.N)
-  flops = np.geomspace(runs.C.min() / 2, runs.C.max() * 50, 100)
-  frontier = hoffmann_frontier(theta, flops, conventions["flops_per_param_token"])
-  ax.plot(flops, HOFFMANN.loss(theta, dict(N=frontier["N_opt"], D=frontier["D_opt"])), "k-",
-          label="compute-optimal frontier (Approach 3)")
+  k = conventions["flops_per_param_token"]
+  for flops, style, label in ((np.geomspace(runs.C.min(), runs.C.max(), 60), "k-",
+                               "compute-optimal frontier (Approach 3)"),
+                              (np.geomspace(runs.C.max(), runs.C.max() * 30, 30), "k:",
+                               "extrapolated")):
+    frontier = hoffmann_frontier(theta, flops, k)
+    ax.plot(flops, HOFFMANN.loss(theta, dict(N=frontier["N_opt"], D=frontier["D_opt"])), style,
+            label=label)
+  _floors(ax, floors)
   _log_axes(ax, f"training compute C (FLOPs; {conventions['C']})", "loss L (nats/token)",
             "Loss against compute")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7)
   return fig
 
 
-def isoflop_curves(runs, minima: list[dict], budget_ids):
-  """Each IsoFLOP budget: its runs, the fitted parabola (or spline) in log N, and the minimum.
-
-  A star marks a minimum used in the power law; a cross one left out (at the edge of its sizes).
-  """
-  fig, ax = plt.subplots(figsize=(6, 4.2))
+def isoflop_curves(runs, minima: list[dict], budget_ids, convention: str = "", floors=None):
+  """Each IsoFLOP budget: its runs, the fitted parabola in log N (solid where fitted, dotted over
+  any sampled sizes outside its window) or spline, and the minimum: a star where it is used in
+  the power law, a cross where it is left out (outside the sizes sampled)."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
   colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(minima), 1)))
   for colour, m in zip(colours, minima):
     here = np.isclose(np.log(runs.C), np.log(m["C"]), atol=0.25) if budget_ids is None else (
         budget_ids == budget_ids[np.argmin(np.abs(np.log(runs.C) - np.log(m["C"])))])
-    ax.scatter(runs.N[here], runs.L[here], color=colour, s=12)
+    ax.scatter(runs.N[here], runs.L[here], color=colour, s=14)
+    label = f"C = {m['C']:.2g}" + (f" ({convention})" if convention else "")
     if "parabola" in m:
-      log_n = np.linspace(*np.log(m["fit_range_N"]), 60)
-      curve_n, curve_l = np.exp(log_n), np.polyval(m["parabola"], log_n)
+      fitted = np.log(m["fit_range_N"])
+      sampled = np.log([runs.N[here].min(), runs.N[here].max()])
+      log_n = np.linspace(*fitted, 60)
+      ax.plot(np.exp(log_n), np.polyval(m["parabola"], log_n), color=colour, lw=1, label=label)
+      for lo, hi in ((sampled[0], fitted[0]), (fitted[1], sampled[1])):
+        if hi > lo:
+          log_n = np.linspace(lo, hi, 20)
+          ax.plot(np.exp(log_n), np.polyval(m["parabola"], log_n), ":", color=colour, lw=1)
     else:  # the Akima spline, sampled by approaches._akima_minimum
-      curve_n, curve_l = m["curve_N"], m["curve_L"]
-    ax.plot(curve_n, curve_l, color=colour, lw=1, label=f"C = {m['C']:.2g}")
+      ax.plot(m["curve_N"], m["curve_L"], color=colour, lw=1, label=label)
     ax.plot(m["N_opt"], m["L_opt"], "*" if m.get("in_fit", True) else "x", color=colour, ms=10,
             mec="k")
-  _log_axes(ax, "parameters N", "loss L (nats/token)", "IsoFLOP curves (star: fitted minimum)")
+  _floors(ax, floors)
+  _log_axes(ax, "parameters N", "loss L (nats/token)",
+            "IsoFLOP curves (star: minimum fitted; x: outside its sizes, left out)")
   ax.legend(fontsize=6, ncol=2)
   return fig
 
 
-def allocation(results: dict, conventions: dict, flops_range):
-  """N_opt(C) and D_opt(C): the points of Approaches 1/2, every power law, the Approach 3 band."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022, Table 3: about 20 tokens per parameter
+
+
+def allocation(results: dict, conventions: dict, flops_range, data_max: float | None = None):
+  """N_opt(C) and D_opt(C): Approach 2's minima (points), Approach 1's envelope (a line: it is
+  interpolated), every power law (solid over the runs' compute, dotted beyond, the extrapolated
+  range shaded), the Approach 3 bootstrap band, and Hoffmann et al.'s 20 tokens per parameter."""
+  fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
   flops = np.geomspace(*flops_range, 100)
+  data_max = flops_range[1] if data_max is None else data_max
+  inside, beyond = flops <= data_max * (1 + 1e-9), flops >= data_max * (1 - 1e-9)
   k = conventions["flops_per_param_token"]
   for key, result in results.items():
     if "failed" in result:  # no estimate (research.scaling.report.analyse says why)
@@ -104,28 +141,41 @@ def allocation(results: dict, conventions: dict, flops_range):
       theta = np.array(result["theta"])
       frontier = hoffmann_frontier(theta, flops, k)
       for ax, name in zip(axes, ("N_opt", "D_opt")):
-        ax.plot(flops, frontier[name], "k-", label=f"Approach 3 (a = {result['a']:.3f})")
+        ax.plot(flops[inside], frontier[name][inside], "k-",
+                label=f"Approach 3 (a = {result['a']:.3f})")
+        ax.plot(flops[beyond], frontier[name][beyond], "k:")
       samples = result.get("bootstrap_samples")
       if samples:
         _band(axes, flops, samples, k)
       continue
-    points = [m for m in result.get("minima", []) if m.get("in_fit", True)] or [
-        dict(C=c, N_opt=n, D_opt=d) for c, n, d in zip(
-            result["envelope"]["C"], result["envelope"]["N_opt"], result["envelope"]["D_opt"])]
-    left_out = [m for m in result.get("minima", []) if not m.get("in_fit", True)]
+    colour = {"1": "C0", "2": "C1"}.get(key, "C2")
     for ax, name, law in zip(axes, ("N_opt", "D_opt"), ("n_law", "d_law")):
-      ax.scatter([p["C"] for p in points], [p[name] for p in points], s=14,
-                 label=f"Approach {key} points")
-      if left_out:  # every point is shown: these are extrapolated minima, not in the law
-        ax.scatter([p["C"] for p in left_out], [p[name] for p in left_out], s=18,
-                   facecolors="none", edgecolors="C3",
-                   label=f"Approach {key}: minimum outside its sizes (not fitted)")
-      ax.plot(flops, result[law]["coefficient"] * flops ** result[law]["exponent"], "--",
+      if "minima" in result:
+        used = [m for m in result["minima"] if m.get("in_fit", True)]
+        left_out = [m for m in result["minima"] if not m.get("in_fit", True)]
+        ax.scatter([m["C"] for m in used], [m[name] for m in used], s=18, color=colour,
+                   label=f"Approach {key} minima")
+        if left_out:  # every point is shown: these are extrapolated minima, not in the law
+          ax.scatter([m["C"] for m in left_out], [m[name] for m in left_out], s=22,
+                     facecolors="none", edgecolors="C3",
+                     label=f"Approach {key}: minimum outside its sizes (not fitted)")
+      elif "envelope" in result:
+        ax.plot(result["envelope"]["C"], result["envelope"][name], color=colour, lw=1.5,
+                alpha=0.6, label=f"Approach {key} envelope (interpolated)")
+      line = result[law]["coefficient"] * flops ** result[law]["exponent"]
+      ax.plot(flops[inside], line[inside], "--", color=colour,
               label=f"Approach {key} fit (exponent {result[law]['exponent']:.3f})")
+      ax.plot(flops[beyond], line[beyond], ":", color=colour)
+  n_rule = np.sqrt(flops / (k * CHINCHILLA_TOKENS_PER_PARAM))
+  for ax, values in zip(axes, (n_rule, CHINCHILLA_TOKENS_PER_PARAM * n_rule)):
+    ax.plot(flops, values, color="tab:red", lw=0.9, alpha=0.7,
+            label="Hoffmann et al. 2022: 20 tokens per parameter")
   for ax, name in zip(axes, ("parameters N_opt", "tokens D_opt")):
-    _log_axes(ax, "training compute C (FLOPs)", name, f"Compute-optimal {name.split()[0]}",
-              logy=True)
-    ax.legend(fontsize=7)
+    _log_axes(ax, f"training compute C (FLOPs; {conventions['C']})", name,
+              f"Compute-optimal {name.split()[0]}", logy=True)
+    _extrapolated(ax, data_max)
+    ax.legend(fontsize=6)
+  fig.tight_layout()
   return fig
 
 
@@ -141,23 +191,23 @@ def _band(axes, flops, samples: dict, k: float) -> None:
     ax.fill_between(flops, lo, hi, color="grey", alpha=0.3, label="95% bootstrap band")
 
 
-def loss_vs_n_d(runs, theta):
-  """L against N (coloured by D) and against D (coloured by N), with the law at fixed D or N."""
+def residuals(runs, theta):
+  """The fitted Hoffmann law's relative residual L / L_fit - 1 of every run, against N (colour:
+  D) and against D (colour: N), on linear axes: where the law misses shows as structure."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  relative = runs.L / HOFFMANN.loss(theta, dict(N=runs.N, D=runs.D)) - 1
   for ax, (x, other, xname, oname) in zip(axes, ((runs.N, runs.D, "N", "D"),
                                                  (runs.D, runs.N, "D", "N"))):
-    points = ax.scatter(x, runs.L, c=np.log10(other), cmap="viridis", s=10, alpha=0.85)
+    points = ax.scatter(x, 100 * relative, c=np.log10(other), cmap="viridis", s=14)
     fig.colorbar(points, ax=ax, label=f"log10 {oname}")
-    grid = np.geomspace(x.min(), x.max(), 80)
-    for value in np.quantile(other, [0.1, 0.5, 0.9]):
-      args = {xname: grid, oname: np.full_like(grid, value)}
-      colour = plt.cm.viridis((np.log10(value) - np.log10(other).min())
-                              / max(np.ptp(np.log10(other)), 1e-9))
-      ax.plot(grid, HOFFMANN.loss(theta, args), color=colour, lw=1.2,
-              label=f"law at {oname} = {value:.2g}")
-    _log_axes(ax, "parameters N" if xname == "N" else "tokens D", "loss L (nats/token)",
-              f"Loss against {xname}")
-    ax.legend(fontsize=7)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("parameters N" if xname == "N" else "tokens D")
+    ax.set_ylabel("residual, L / L_fit - 1 (%)")
+    ax.set_title(f"Approach 3's law: residuals against {xname}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+  fig.tight_layout()
   return fig
 
 
@@ -224,49 +274,85 @@ def lr_transfer(curves: dict):
   return fig
 
 
+KAPLAN_2020 = {"alpha_N": 0.076, "alpha_D": 0.095, "alpha_C": 0.050}  # Sec. 1.2, N non-embedding
+
+
+def _law_line(ax, law: dict, label: str) -> None:
+  """(X_c / X)^alpha solid over the X its points span, dotted beyond (extrapolated)."""
+  if not law.get("X_c"):
+    return
+  lo, hi = law["X_range"]
+  inside = np.geomspace(lo, hi, 60)
+  beyond = np.geomspace(hi, hi * 3, 20)
+  ax.plot(inside, (law["X_c"] / inside) ** law["alpha"], "k-", lw=1.2, label=label)
+  ax.plot(beyond, (law["X_c"] / beyond) ** law["alpha"], "k:", lw=1.0,
+          label="extrapolated")
+
+
+def _paper_slope(ax, x, y, alpha: float, label: str) -> None:
+  """A reference line of slope -alpha (log-log) through the geometric middle of (x, y)."""
+  x0, y0 = np.exp(np.mean(np.log(x))), np.exp(np.mean(np.log(y)))
+  grid = np.geomspace(np.min(x), np.max(x), 20)
+  ax.plot(grid, y0 * (grid / x0) ** -alpha, color="tab:red", ls="--", lw=0.9, alpha=0.7,
+          label=label)
+
+
+def _used(points, law: dict):
+  return points.run.isin(law.get("runs", []))
+
+
 def kaplan_laws(points, n_column: str, fits: dict):
-  """Kaplan et al.'s three views of one sweep. Left: L against N, a colour per D, with L(N) at
-  the largest D. Middle: L against D, a line per size, with L(D) at the largest N. Right: L
-  against C (6ND), every point, with the C_min envelope's power law. `fits`: one convention's
-  entry of experiments/kaplan.py's fit.json; `points` has N / N_nonemb, D, C, val_loss."""
-  fig, (ax_n, ax_d, ax_c) = plt.subplots(1, 3, figsize=(15, 4.3))
+  """Kaplan et al.'s three views of one sweep, every point drawn. Left: L against N, colour by D;
+  filled the points of L(N) (each size converged in D), the law solid over them, dotted beyond.
+  Middle: L against D, colour by N; filled the data-limited points of L(D). Right: L against C,
+  colour by N, the lower envelope (a line: interpolated, not data) and L(C_min) fitted on all of
+  it. Dashed red: Kaplan et al. 2020's slopes (alpha_N 0.076, alpha_D 0.095, alpha_C 0.050), for
+  the slope only. `fits`: one convention's entry of experiments/kaplan.py's fit.json."""
+  fig, (ax_n, ax_d, ax_c) = plt.subplots(1, 3, figsize=(16, 4.4))
   label_n = "non-embedding parameters N" if n_column == "N_nonemb" else "parameters N"
-  tokens = sorted(points.D.unique())
-  colours = plt.cm.plasma(np.linspace(0, 0.85, len(tokens)))
-  for colour, d in zip(colours, tokens):
-    here = points[points.D == d].sort_values(n_column)
-    ax_n.plot(here[n_column], here.val_loss, "o-", color=colour, lw=0.8, label=f"D = {d:.3g}")
-  law = fits["L(N) at the largest D"]
-  if law.get("X_c"):
-    grid = np.geomspace(points[n_column].min(), points[n_column].max() * 3, 80)
-    ax_n.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
-              label=f"(N_c/N)^{law['alpha']:.3f}")
-  _log_axes(ax_n, label_n, "held-out loss (nats/token)", "L(N), a line per D", logy=True)
-  ax_n.legend(fontsize=6)
-  sizes = sorted(points[n_column].unique())
-  colours = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
-  for colour, n in zip(colours, sizes):
-    here = points[points[n_column] == n].sort_values("D")
-    ax_d.plot(here.D, here.val_loss, "o-", color=colour, lw=0.8, label=f"N = {n:,.0f}")
-  law = fits["L(D) at the largest N"]
-  if law.get("X_c"):
-    grid = np.geomspace(points.D.min(), points.D.max() * 3, 80)
-    ax_d.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
-              label=f"(D_c/D)^{law['alpha']:.3f}")
+  log_d, log_n = np.log10(points.D), np.log10(points[n_column])
+  for ax, x, colour_by, law_key, name in (
+      (ax_n, points[n_column], log_d, "L(N), converged in D", "alpha_N"),
+      (ax_d, points.D, log_n, "L(D), data-limited", "alpha_D")):
+    law, used = fits[law_key], _used(points, fits[law_key])
+    cmap = plt.get_cmap("plasma" if ax is ax_n else "viridis")
+    norm = matplotlib.colors.Normalize(colour_by.min(), colour_by.max())
+    ax.scatter(x[~used], points.val_loss[~used], s=22, facecolors="none",
+               edgecolors=cmap(norm(colour_by[~used])))
+    shown = ax.scatter(x[used], points.val_loss[used], c=colour_by[used], cmap=cmap, norm=norm,
+                       s=22)
+    fig.colorbar(shown, ax=ax, label="log10 D (tokens)" if ax is ax_n else f"log10 {label_n}")
+    if "alpha" in law:
+      _law_line(ax, law, f"fit: alpha = {law['alpha']:.3f} (filled points)")
+      _paper_slope(ax, x[used], points.val_loss[used], KAPLAN_2020[name],
+                   f"Kaplan et al. 2020: {KAPLAN_2020[name]}")
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.03, 0.05, f"{law_key}: {law.get('skipped', 'not measured')}", fontsize=7,
+              transform=ax.transAxes, wrap=True)
+  _log_axes(ax_n, label_n, "held-out loss (nats/token)", "L(N): hollow = not converged in D",
+            logy=True)
   _log_axes(ax_d, "training tokens D", "held-out loss (nats/token)",
-            "L(D), a line per size (WSD branches)", logy=True)
-  ax_d.legend(fontsize=6)
-  k = fits["C_min frontier"]["flops_per_param_token"]
+            "L(D): hollow = not data-limited or too short", logy=True)
+  frontier = fits["C_min frontier"]
+  k = frontier["flops_per_param_token"]
   flops = k * points[n_column] * points.D
-  ax_c.scatter(flops, points.val_loss, c=np.log(points[n_column]), cmap="viridis", s=14)
-  law = fits["C_min frontier"]
-  if law.get("X_c"):
-    grid = np.geomspace(flops.min(), flops.max() * 3, 80)
-    ax_c.plot(grid, (law["X_c"] / grid) ** law["alpha"], "k--", lw=1,
-              label=f"C_min frontier (C_c/C)^{law['alpha']:.3f}; N_opt ~ C^{law['a']:.2f}")
+  shown = ax_c.scatter(flops, points.val_loss, c=log_n, cmap="viridis", s=14)
+  fig.colorbar(shown, ax=ax_c, label=f"log10 {label_n}")
+  env = frontier.get("envelope")
+  if env:
+    ax_c.plot(env["C"], env["L"], color="0.5", lw=1.0, label="lower envelope (interpolated)")
+    if frontier.get("X_c"):
+      c = np.asarray(env["C"])
+      ax_c.plot(c, (frontier["X_c"] / c) ** frontier["alpha"], "k-", lw=1.2,
+                label=f"L(C_min): alpha_C = {frontier['alpha']:.3f}; N_opt ~ C^{frontier['a']:.2f}")
+      _paper_slope(ax_c, c, env["L"], KAPLAN_2020["alpha_C"], "Kaplan et al. 2020: 0.050")
   _log_axes(ax_c, f"training compute C = {k:.3g} N D (FLOPs)", "held-out loss (nats/token)",
-            "L against compute (colour: log N)", logy=True)
+            "L against compute", logy=True)
   ax_c.legend(fontsize=7)
+  for ax in (ax_n, ax_d, ax_c):  # losses within a decade: plain numbers, not 2x10^0
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
   fig.tight_layout()
   return fig
 
@@ -313,21 +399,27 @@ def training_run(train: list[dict], evals: list[dict], summary: dict):
   return fig
 
 
-def report_figures(runs, report, out: str, budget_ids=None) -> list[str]:
-  """The figures of a research.scaling.report analysis, saved into `out` (PNG and PDF)."""
+def report_figures(runs, report, out: str, budget_ids=None, floors=None,
+                   convention: str | None = None) -> list[str]:
+  """The figures of a research.scaling.report analysis, saved into `out` (PNG and PDF);
+  `floors`: known loss floors to draw, [(label, nats), ...]; `convention`: how N and C are
+  counted, for the labels (default: the report's description of C)."""
   from research.scaling import table
   results = report["approaches"]
-  conv = report["conventions"]
+  conv = dict(report["conventions"])
+  if convention:
+    conv["C"] = convention
   paths = []
   if "3" in results:
     theta = np.array(results["3"]["theta"])
-    paths += save(loss_vs_compute(runs, theta, conv), os.path.join(out, "loss_vs_compute"))
-    paths += save(loss_vs_n_d(runs, theta), os.path.join(out, "loss_vs_n_d"))
+    paths += save(loss_vs_compute(runs, theta, conv, floors), os.path.join(out, "loss_vs_compute"))
+    paths += save(residuals(runs, theta), os.path.join(out, "residuals"))
   if "minima" in results.get("2", {}):
     ids = (table.budgets(runs.C, report["options"]["budget_tolerance_dex"])
            if budget_ids is None else budget_ids)
-    paths += save(isoflop_curves(runs, results["2"]["minima"], ids),
+    paths += save(isoflop_curves(runs, results["2"]["minima"], ids, conv.get("C", ""), floors),
                   os.path.join(out, "isoflop_curves"))
-  flops_range = (runs.C.min() / 2, max(runs.C.max() * 10, max(report["budgets"], default=0)))
-  paths += save(allocation(results, conv, flops_range), os.path.join(out, "allocation"))
+  flops_range = (runs.C.min() / 1.5, runs.C.max() * 3)  # the data's range, a little beyond marked
+  paths += save(allocation(results, conv, flops_range, data_max=float(runs.C.max())),
+                os.path.join(out, "allocation"))
   return paths

@@ -25,7 +25,12 @@ an AVX2-only one (Zen 2) 555 of their numbers differed, the point fits of well-p
 1e-15 but the ill-conditioned smoke fits far more (Approach 3's theta by up to 98%, its bootstrap
 intervals by factors of 1e183, the held-out prediction by 6%). Under the pinning, the code of main
 at 1640b97 and the code of 2026-12-03 wrote the same files to the last digit (but for the new
-`budget_spread_dex`), and so do the unpinned analyses on the Zen 2 machine.
+`budget_spread_dex`), and so do the unpinned analyses on the Zen 2 machine. Later on 2026-12-03
+kaplan-py-smoke/expected_fit.json was rewritten by `--refit` when Kaplan's laws began to be taken
+where each holds (issue 20): L(N) on the sizes converged in D and L(D) on the largest size's
+data-limited runs replace L(N) at the largest D and L(D) at the largest N, alpha_N at every D
+and the whole C_min envelope are new, and L(N, D) gained its bootstrap's failure counts; L(N, D)'s
+fit and the frontier's N_opt ~ C^a kept every number.
 """
 
 import json
