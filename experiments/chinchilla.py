@@ -49,7 +49,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(1e11, 10 ** 11.5, 1e12, 10 ** 12.5), sizes=7, spacing=10 ** 0.25, prior_c=1e12,
       prior_n=4.7e4, prior_a=0.5, **scaling_family.LADDERS[preset], branches=True,
-      extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100, budget_count="6ND"))
+      extra_low=0, extra_high=0, flops=(1e15, 1e18, 1e21), bootstrap=100, budget_count="6ND",
+      seeds=(0,)))
   if preset == "smoke":
     c.sweep.update(budgets=(2e9, 8e9, 3.2e10), sizes=3, spacing=2.0, prior_c=8e9, prior_n=1.2e4,
                    bootstrap=20)
@@ -77,6 +78,7 @@ def validate(c) -> None:
   require(s.budget_count in BUDGET_COUNTS, "sweep.budget_count", s.budget_count,
           f"counts a budget's FLOPs, one of {', '.join(BUDGET_COUNTS)}: 6ND with N total (the "
           "headline convention) or our full count")
+  scaling_family.require_seeds(s.seeds)
   for field in ("extra_low", "extra_high"):
     require(isinstance(s[field], int) and 0 <= s[field] <= common.MAX_SIZES, f"sweep.{field}",
             s[field], f"must be a number of sizes in [0, {common.MAX_SIZES}]")
@@ -134,15 +136,17 @@ def plan(c) -> list[ml_collections.ConfigDict]:
   shapes = sorted({p["shape"] for p in points}, key=lambda r: r.n_nonemb)
   steps = [(shape, [p["steps"] for p in points if p["shape"] == shape]) for shape in shapes]
   if c.sweep.branches:
-    return scaling_family.ladder_runs(c, steps)
+    return scaling_family.ladder_runs(c, steps, c.sweep.seeds)
 
-  def point(shape, n):
+  def point(shape, n, seed):
     def apply(run):
       run.model.update(**shape.model_fields())
+      run.seed = seed
       lm_recipe.set_steps(run, n)
     return apply
 
-  return common.expand(c, [point(shape, n) for shape, ns in steps for n in ns])
+  return common.expand(c, [point(shape, n, seed) for seed in c.sweep.seeds
+                           for shape, ns in steps for n in ns])
 
 
 # Analysis.

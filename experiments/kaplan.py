@@ -49,7 +49,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   shape = {k: v for k, v in scaling_family.LADDERS[preset].items() if k != "base_width"}
   c.sweep = ml_collections.ConfigDict(dict(
       n_min=5e3, n_max=1.6e5, sizes=6, **shape, tokens_max=8_192_000,
-      fractions=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1), bootstrap=100))
+      fractions=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1), bootstrap=100, seeds=(0,)))
   if preset == "smoke":
     c.sweep.update(n_min=3e3, n_max=2.5e4, sizes=3, tokens_max=102_400,
                    fractions=(1 / 4, 1 / 2, 1), bootstrap=20)
@@ -63,6 +63,7 @@ def validate(c) -> None:
   if s is None:
     return
   common.require_sizes(s.sizes, 3, "a law in N needs at least 3")
+  scaling_family.require_seeds(s.seeds)
   require(0 < s.n_min < s.n_max, "sweep.n_min", s.n_min, f"must be in (0, sweep.n_max = "
           f"{s.n_max})")
   require(len(s.fractions) >= 3 and all(0 < f <= 1 for f in s.fractions)
@@ -86,7 +87,7 @@ def plan(c) -> list[ml_collections.ConfigDict]:
                     f"{s.n_min:,.0f} to {s.n_max:,.0f}; widen the range or lower head_size")
   per_step = t.batch_size * t.seq_len
   steps = sorted({max(1, round(f * s.tokens_max / per_step)) for f in s.fractions})
-  return scaling_family.ladder_runs(c, [(shape, steps) for shape in shapes])
+  return scaling_family.ladder_runs(c, [(shape, steps) for shape in shapes], s.seeds)
 
 
 # Analysis.

@@ -6,6 +6,7 @@ cooldown branches at the token counts a study needs (research/train/branch.py)."
 import ml_collections
 
 from experiments import common, lm
+from research.errors import require
 from research.recipes import lm as lm_recipe
 from research.train import branch
 
@@ -55,14 +56,31 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
   return c
 
 
-def ladder_runs(c: ml_collections.ConfigDict, steps_by_shape) -> list[ml_collections.ConfigDict]:
-  """Per (ladder shape, step counts) of `steps_by_shape`, in order: one constant-rate parent run
-  of that shape, keeping its checkpoints at the branch steps, and a WSD cooldown branch of it per
-  step count (research.train.branch.family); parents first, then the branches."""
+MAX_SEEDS = 10
+
+
+def require_seeds(seeds) -> None:
+  """sweep.seeds: 1 to MAX_SEEDS distinct training seeds (each replicates the whole plan)."""
+  require(isinstance(seeds, (tuple, list)) and 1 <= len(seeds) <= MAX_SEEDS
+          and all(isinstance(x, int) and x >= 0 for x in seeds) and len(set(seeds)) == len(seeds),
+          "sweep.seeds", seeds, f"must be 1 to {MAX_SEEDS} distinct training seeds (ints >= 0); "
+          "a seed changes initialisation and batch order, never the held-out data "
+          "(data.split_seed)")
+
+
+def ladder_runs(c: ml_collections.ConfigDict, steps_by_shape,
+                seeds=(0,)) -> list[ml_collections.ConfigDict]:
+  """Per training seed, per (ladder shape, step counts) of `steps_by_shape`, in order: one
+  constant-rate parent run of that shape, keeping its checkpoints at the branch steps, and a WSD
+  cooldown branch of it per step count (research.train.branch.family); parents first (every
+  seed's), then the branches."""
   parents, runs = [], []
-  for shape, steps in steps_by_shape:
-    sized = common.expand(c, [lambda run: run.model.update(**shape.model_fields())])[0]
-    parent, branches = branch.family(sized, steps, lm_recipe.set_steps)
-    parents.append(parent)
-    runs += branches
+  for seed in seeds:
+    for shape, steps in steps_by_shape:
+      def change(run, shape=shape, seed=seed):
+        run.model.update(**shape.model_fields())
+        run.seed = seed
+      parent, branches = branch.family(common.expand(c, [change])[0], steps, lm_recipe.set_steps)
+      parents.append(parent)
+      runs += branches
   return parents + runs

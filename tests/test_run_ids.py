@@ -4,7 +4,9 @@ tests/data/run_ids.json (written on main at 577b2ad, before the house was rebuil
 2026-12-02 when every language-model config gained data.split_seed, issue 20: the held-out text
 no longer follows the run's seed, which moved every LM preset's id and none of the diffusion's;
 and again that day when the Chinchilla plan began counting its budgets as 6ND with N total,
-sweep.budget_count, which moved the four chinchilla presets and their plans' step counts).
+sweep.budget_count, which moved the four chinchilla presets and their plans' step counts; and on
+2026-12-03 when the Chinchilla and Kaplan sweep groups gained sweep.seeds, which moved their
+presets' own ids and no run id of any plan).
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)

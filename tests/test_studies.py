@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import sweep_helpers as sh
-from experiments import chinchilla, lr_transfer
+from experiments import chinchilla, kaplan, lr_transfer
 from launch.__main__ import main
 from lm_helpers import REPO
 from research import config as config_lib
@@ -107,6 +107,24 @@ def test_extending_a_grid_adds_sizes_at_the_chosen_edge():
     old = sorted(p["shape"].n_nonemb for p in before if p["budget"] == j)
     new = sorted(p["shape"].n_nonemb for p in after if p["budget"] == j)
     assert new[1:] == old and new[0] < old[0]
+
+
+@pytest.mark.parametrize("module", [chinchilla, kaplan])
+def test_seeds_replicate_the_plan_and_never_move_the_held_out_data(module):
+  one = module.get_config("cpu")
+  two = module.get_config("cpu")
+  with two.unlocked():
+    two.sweep.seeds = (0, 3)
+  module.validate(two)
+  base, runs = module.plan(one), module.plan(two)
+  assert len(runs) == 2 * len(base)
+  assert [config_lib.run_id(r) for r in runs if r.seed == 0] == [config_lib.run_id(r)
+                                                                  for r in base]
+  ids = {config_lib.run_id(r): r for r in runs}
+  for run in runs:
+    assert run.data.split_seed == one.data.split_seed
+    if run.loop.init_from:  # a branch continues its own seed's parent
+      assert ids[run.loop.init_from.split("@")[0]].seed == run.seed
 
 
 def test_kaplan_smoke_fits_every_law_under_every_convention(tmp_path, cache):
