@@ -6,7 +6,7 @@ no longer follows the run's seed, which moved every LM preset's id and none of t
 and again that day when the Chinchilla plan began counting its budgets as 6ND with N total,
 sweep.budget_count, which moved the four chinchilla presets and their plans' step counts; and on
 2026-12-03 when the Chinchilla and Kaplan sweep groups gained sweep.seeds, which moved their
-presets' own ids and no run id of any plan).
+presets' own ids and no run id of any plan; experiments/lr_corners.py's presets were added then).
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)
@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PINNED = os.path.join(HERE, "data", "run_ids.json")
-STUDIES = ("lm", "chinchilla", "kaplan", "lr_transfer", "emergence", "diffusion")
+STUDIES = ("lm", "chinchilla", "kaplan", "lr_transfer", "lr_corners", "emergence", "diffusion")
 
 
 def current_ids() -> dict:

@@ -158,3 +158,22 @@ def test_best_learning_rate_is_the_vertex_through_the_grid_minimum():
   losses = [(np.log(lr) - np.log(3e-3)) ** 2 + 1 for lr in lrs]
   assert lr_transfer.best_lr(lrs, losses) == pytest.approx(3e-3, rel=1e-6)
   assert lr_transfer.best_lr(lrs, [4, 3, 2, 1]) == pytest.approx(8e-3)  # at the edge: the best
+
+
+def test_lr_corners_plan_and_rule():
+  from experiments import lr_corners
+  c = lr_corners.get_config("cpu")
+  lr_corners.validate(c)
+  runs = lr_corners.plan(c)
+  assert len(runs) == 4 * 3
+  shapes = {(r.model.d_model, r.model.n_layers, r.train.tokens) for r in runs}
+  assert shapes == {tuple(x) for x in c.sweep.corners}
+  assert sorted({r.train.lr for r in runs}) == pytest.approx([0.0155, 0.031, 0.062])
+  keep = lr_corners.verdict({"a": 0.025, "b": 0.04}, 0.031, 1.33)
+  assert keep["every_corner_inside"] and keep["chosen_rate"] == 0.031
+  move = lr_corners.verdict({"a": 0.012, "b": 0.03, "c": None}, 0.031, 1.33)
+  assert not move["every_corner_inside"] and move["corners_measured"] == 2
+  assert move["chosen_rate"] == float(f"{(0.012 * 0.03) ** 0.5:.2g}")
+  record = dict(verdict=move, corners={"x": dict(label="N 1, D 2", lr=[0.0155, 0.031, 0.062],
+                                                 val_loss=[2.0, 1.9, None], best_lr=0.02)})
+  assert "the studies' rate becomes 0.019" in lr_corners.format_report(record)

@@ -248,7 +248,7 @@ def sweep_losses(runs, budgets: list[dict]):
 def lr_transfer(curves: dict):
   """Held-out loss against learning rate, a line per width and a panel per parametrization,
   the best rate of each width marked. `curves`: {parametrization: {width: {lr, val_loss,
-  best_lr}}} (experiments/lr_transfer.py's fit.json)."""
+  best_lr}}} (experiments/lr_transfer.py's fit.json; an entry's `label` replaces "d_model W")."""
   names = [p for p in ("standard", "mup") if p in curves] + sorted(set(curves) - {"standard",
                                                                                   "mup"})
   fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), sharey=True,
@@ -260,7 +260,7 @@ def lr_transfer(curves: dict):
     for colour, width in zip(colours, widths):
       w = curves[name][width]
       loss = [np.nan if v is None else v for v in w["val_loss"]]
-      ax.plot(w["lr"], loss, "o-", color=colour, label=f"d_model {width}")
+      ax.plot(w["lr"], loss, "o-", color=colour, label=w.get("label", f"d_model {width}"))
       if w["best_lr"]:
         ax.axvline(w["best_lr"], color=colour, ls=":", lw=1)
     title = "muP" if name == "mup" else f"{name} parametrization"
