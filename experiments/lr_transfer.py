@@ -9,8 +9,14 @@ best rate per width (fit.json; the best of the grid, refined by a parabola in lo
 and its neighbours). Under muP the best rate should stay put as the width grows (the scaling
 studies inherit the base width's); under the standard parametrization it falls.
 
+`sweep.variants` adds muP variants, (output multiplier, embedding rate multiplier) pairs beside
+(1, 1), each a curve of its own named "mup out x A, embed lr x B" (issue 20's pilot P2).
+
 Presets: smoke (tiny, synthetic language; the tests), cpu (widths 24, 48, 96 on
-../shared/data/text: the pilot that chose the scaling studies' learning rate).
+../shared/data/text: the pilot that chose the scaling studies' learning rate), mup-variants
+(widths 24 and 96, the output multiplier x 1, 2, 4 and the embedding rate x 1, 4 under muP,
+rates 0.0155-0.062, against the standard parametrization's best of the cpu preset: pilot P2 of
+results/PREREGISTRATION-scaling-v2.md).
 """
 
 import ml_collections
@@ -21,7 +27,7 @@ from research import store
 from research.errors import require
 from research.recipes import lm as lm_recipe
 
-PRESETS = ("smoke", "cpu")
+PRESETS = ("smoke", "cpu", "mup-variants")
 recipe = lm_recipe.recipe
 size = lm_recipe.size
 
@@ -32,7 +38,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.train.tokens = 512_000
   c.sweep = ml_collections.ConfigDict(dict(
       widths=(24, 48, 96), head_size=4, ff_ratio=4, parametrizations=("standard", "mup"),
-      lrs=(2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 1.28e-1)))
+      lrs=(2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 1.28e-1), variants=((1.0, 1.0),)))
   if preset == "smoke":
     c.model.context = 32
     c.train.update(batch_size=8, seq_len=32, warmup_steps=5, tokens=25_600)
@@ -41,6 +47,10 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.sweep.update(widths=(16, 32), head_size=8, lrs=(3e-3, 1e-2, 3e-2))
   else:
     c.data.source = "text:../shared/data/text"
+  if preset == "mup-variants":
+    c.sweep.update(widths=(24, 96), lrs=(0.0155, 0.031, 0.062), parametrizations=("mup",),
+                   variants=(
+        (1.0, 1.0), (2.0, 1.0), (4.0, 1.0), (1.0, 4.0), (2.0, 4.0), (4.0, 4.0)))
   return c
 
 
@@ -54,20 +64,35 @@ def validate(c) -> None:
           "must be three or more positive learning rates")
   require(set(s.parametrizations) <= {"standard", "mup"}, "sweep.parametrizations",
           s.parametrizations, "allowed: standard, mup")
+  require(len(s.variants) >= 1 and all(len(v) == 2 and v[0] > 0 and v[1] > 0
+                                       for v in s.variants),
+          "sweep.variants", s.variants, "must be (output multiplier, embedding rate multiplier) "
+          "pairs of positive factors, (1, 1) being muP as given")
 
 
 def plan(c) -> list[ml_collections.ConfigDict]:
   s = c.sweep
 
-  def change(parametrization: str, width: int, lr: float):
+  def change(parametrization: str, width: int, lr: float, variant=(1.0, 1.0)):
     def apply(run):
       run.model.update(d_model=width, n_heads=width // s.head_size, d_ff=s.ff_ratio * width,
                        parametrization=parametrization, mup_base_d_model=min(s.widths))
+      if tuple(variant) != (1.0, 1.0):  # only then: muP as given keeps its run ids
+        run.model.mup_output_mult, run.model.mup_embed_lr = variant
       run.train.lr = lr
     return apply
 
-  return common.expand(c, [change(p, w, lr) for p in s.parametrizations for w in s.widths
-                           for lr in s.lrs])
+  variants = {p: s.variants if p == "mup" else ((1.0, 1.0),) for p in s.parametrizations}
+  return common.expand(c, [change(p, w, lr, v) for p in s.parametrizations
+                           for v in variants[p] for w in s.widths for lr in s.lrs])
+
+
+def curve_name(model: dict) -> str:
+  """A run's curve: its parametrization, and a muP variant's multipliers."""
+  out, embed = model.get("mup_output_mult", 1.0), model.get("mup_embed_lr", 1.0)
+  if (out, embed) == (1.0, 1.0):
+    return model["parametrization"]
+  return f"mup out x {out:g}, embed lr x {embed:g}"
 
 
 def best_lr(lrs, losses) -> float:
@@ -87,7 +112,7 @@ def analyze(workdir: str) -> dict:
   widths), lr_transfer.png / .pdf."""
   from research.scaling import plots
   df = store.table(workdir)
-  fields = {r["run"]: (r["config"]["model"]["parametrization"], r["config"]["model"]["d_model"],
+  fields = {r["run"]: (curve_name(r["config"]["model"]), r["config"]["model"]["d_model"],
                        r["config"]["train"]["lr"]) for r in store.read_sweep(workdir)["runs"]}
   df["parametrization"], df["width"], df["lr"] = ([fields[r][k] for r in df.run] for k in range(3))
   out = common.Outputs(workdir)

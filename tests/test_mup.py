@@ -101,3 +101,21 @@ def test_learning_rate_multipliers_go_by_parameter_path():
     hidden = path.endswith(transformer.HIDDEN_KERNELS)
     assert value == pytest.approx(0.25 if hidden else 1.0, rel=1e-5), path
   assert sum(p.endswith(transformer.HIDDEN_KERNELS) for p in flat) == 4 * cfg.n_layers
+
+
+def test_output_multiplier_scales_the_logits_and_embedding_rate_its_own_updates():
+  """muP's two knobs that pilot P2 tunes (issue 20): the output multiplier multiplies the
+  logits, and the embedding's rate multiplier scales only the input embedding's updates."""
+  import dataclasses
+  cfg = _config(2 * BASE, "mup")
+  tuned = dataclasses.replace(cfg, mup_output_mult=2.0, mup_embed_lr=4.0)
+  params = transformer.init_params(cfg, jax.random.key(2))
+  tokens = jnp.arange(16, dtype=jnp.int32)[None] % 256
+  np.testing.assert_allclose(transformer.apply(tuned, params, tokens),
+                             2.0 * transformer.apply(cfg, params, tokens), rtol=1e-5, atol=1e-6)
+  base, knob = transformer.lr_multiplier(cfg), transformer.lr_multiplier(tuned)
+  assert knob("embed/embedding") == 4.0 * base("embed/embedding")
+  for path in ("block_0/mlp/up/kernel", "unembed/kernel", "ln_final/scale"):
+    assert knob(path) == base(path)
+  sp = dataclasses.replace(_config(2 * BASE, "standard"), mup_embed_lr=4.0)
+  assert transformer.lr_multiplier(sp)("embed/embedding") == 1.0  # a muP knob only

@@ -177,3 +177,14 @@ def test_lr_corners_plan_and_rule():
   record = dict(verdict=move, corners={"x": dict(label="N 1, D 2", lr=[0.0155, 0.031, 0.062],
                                                  val_loss=[2.0, 1.9, None], best_lr=0.02)})
   assert "the studies' rate becomes 0.019" in lr_corners.format_report(record)
+
+
+def test_mup_variants_are_curves_of_their_own_and_leave_mup_as_given_alone():
+  c = lr_transfer.get_config("mup-variants")
+  lr_transfer.validate(c)
+  runs = lr_transfer.plan(c)
+  assert len(runs) == len(c.sweep.variants) * 2 * 3
+  names = {lr_transfer.curve_name(r.model.to_dict()) for r in runs}
+  assert "mup" in names and "mup out x 4, embed lr x 4" in names and len(names) == 6
+  plain = [r for r in runs if lr_transfer.curve_name(r.model.to_dict()) == "mup"]
+  assert plain and all("mup_output_mult" not in r.model for r in plain)  # ids as before

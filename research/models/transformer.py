@@ -70,6 +70,8 @@ class TransformerConfig:
   parametrization: str = "standard"  # "standard" | "mup" (see `lr_multiplier`)
   mup_base_d_model: int = 0      # muP's base shape; 0: this model's own (muP is then the SP)
   mup_base_d_head: int = 0
+  mup_output_mult: float = 1.0   # muP's output (logit) multiplier, tuned at the base width
+  mup_embed_lr: float = 1.0      # muP: the input embedding's rate, a multiple of the base rate
 
   @property
   def d_head(self) -> int:
@@ -294,8 +296,9 @@ class Transformer(nn.Module):
       logits_NxV = embed.attend(x_BxLxD.reshape(B * L, D)) * output_multiplier(cfg)
       logits_BxLxV = logits_NxV.reshape(B, L, cfg.vocab_size)
     else:
-      if cfg.parametrization == "mup":  # muP's 1 / width_mult on the logits, applied to the
-        x_BxLxD = x_BxLxD * (1.0 / cfg.width_mult)  # D-wide input: V / D times fewer products
+      if cfg.parametrization == "mup":  # muP's output multiplier / width_mult on the logits,
+        # applied to the D-wide input: V / D times fewer products
+        x_BxLxD = x_BxLxD * (cfg.mup_output_mult / cfg.width_mult)
       logits_BxLxV = _dense_apply(cfg.vocab_size, cfg, "unembed", cfg.d_model, x_BxLxD)
     return logits_BxLxV.astype(jnp.float32)
 
@@ -306,7 +309,7 @@ def output_multiplier(cfg: TransformerConfig) -> float:
   the output multiplier 1/width_mult, as mup's MuSharedReadout)."""
   if cfg.parametrization != "mup":
     return cfg.d_model ** -0.5
-  return (cfg.mup_base_d_model or cfg.d_model) ** -0.5 / cfg.width_mult
+  return cfg.mup_output_mult * (cfg.mup_base_d_model or cfg.d_model) ** -0.5 / cfg.width_mult
 
 
 HIDDEN_KERNELS = ("attn/qkv/kernel", "attn/out/kernel", "mlp/up/kernel", "mlp/down/kernel")
@@ -318,11 +321,15 @@ def lr_multiplier(cfg: TransformerConfig):
   and tied readout, whose logits carry the output multiplier instead), the untied unembedding
   and the norm scales at the base rate. Hidden fan-ins (d_model, n_heads d_head, d_ff) are taken
   to grow together with d_model, as on the model ladder. 1 everywhere under the standard
-  parametrization. Paths are '/'-joined parameter names, e.g. 'block_0/mlp/up/kernel'."""
+  parametrization. Under muP, `mup_embed_lr` scales the input embedding's rate (1: the base
+  rate). Paths are '/'-joined parameter names, e.g. 'block_0/mlp/up/kernel'."""
   hidden = 1.0 / cfg.width_mult
+  embed = cfg.mup_embed_lr if cfg.parametrization == "mup" else 1.0
 
   def multiplier(path: str) -> float:
-    return hidden if path.endswith(HIDDEN_KERNELS) else 1.0
+    if path.endswith(HIDDEN_KERNELS):
+      return hidden
+    return embed if path.startswith("embed/") else 1.0
 
   return multiplier
 

@@ -70,6 +70,10 @@ def validate(c) -> None:
   for field in ("mup_base_d_model", "mup_base_d_head"):
     require(isinstance(m[field], int) and m[field] >= 0, f"model.{field}", m[field],
             "must be 0 (this model's own) or a positive integer")
+  for field in ("mup_output_mult", "mup_embed_lr"):  # set by a plan (lr_transfer's variants)
+    value = m.get(field, 1.0)
+    require(isinstance(value, (int, float)) and 0 < value < float("inf"), f"model.{field}",
+            value, "must be a positive factor (1: muP as Yang et al. 2022 give it)")
   require(m.attention in transformer.ATTENTION, "model.attention", m.attention,
           f"allowed: {', '.join(transformer.ATTENTION)}")
   if m.attention == "cudnn":
