@@ -104,12 +104,9 @@ def analyze(workdir: str) -> dict:
   out.runs_csv(df)
   curves = {}
   for (n, d), group in df.groupby(["N_nonemb", "D"]):
-    group = group.sort_values("lr")
-    loss = np.where(group.status == "finished", group.val_loss, np.nan).astype(float)
     curves[f"N {int(n):,}, D {d:.3g}"] = dict(
         label=f"N {int(n):,} non-embedding, {d:.3g} tokens", N_nonemb=int(n), D=float(d),
-        lr=group.lr.tolist(), val_loss=[None if np.isnan(v) else float(v) for v in loss],
-        best_lr=lr_transfer.best_lr(group.lr, loss) if np.isfinite(loss).sum() else None)
+        **lr_transfer.lr_curve(group))
   record = dict(study="the learning rate at the corners of a plan (issue 20, pilot P1)",
                 L="held-out loss, nats/token (final_val_loss)", corners=curves,
                 verdict=verdict({k: v["best_lr"] for k, v in curves.items()}, s.rate,
@@ -127,7 +124,9 @@ def format_report(record: dict) -> str:
     at = dict(zip(corner["lr"], corner["val_loss"])).get(v["rate"])
     finite = [x for x in corner["val_loss"] if x is not None]
     best = corner["best_lr"]
-    lines.append(f"| {corner['label']} | {best:.4g} | {best / v['rate']:.2f} | "
+    edge = " (grid's edge: the best may lie beyond)" if best in (min(corner["lr"]),
+                                                                max(corner["lr"])) else ""
+    lines.append(f"| {corner['label']} | {best:.4g}{edge} | {best / v['rate']:.2f} | "
                  f"{'-' if at is None else format(at, '.4f')} | "
                  f"{format(min(finite), '.4f') if finite else '-'} |" if best else
                  f"| {corner['label']} | - | - | - | - |")

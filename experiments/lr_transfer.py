@@ -107,6 +107,15 @@ def best_lr(lrs, losses) -> float:
   return float(np.exp(-c1 / (2 * c2))) if c2 > 0 else float(np.exp(x[i]))
 
 
+def lr_curve(group) -> dict:
+  """One curve of held-out loss against rate from rows of store.table with an `lr` column:
+  {lr, val_loss (None where a run did not finish), best_lr (best_lr, None without a loss)}."""
+  group = group.sort_values("lr")
+  loss = np.where(group.status == "finished", group.val_loss, np.nan).astype(float)
+  return dict(lr=group.lr.tolist(), val_loss=[None if np.isnan(v) else float(v) for v in loss],
+              best_lr=best_lr(group.lr, loss) if np.isfinite(loss).sum() else None)
+
+
 def analyze(workdir: str) -> dict:
   """runs.csv, fit.json (best LR per parametrization and width, the spread of the best LR across
   widths), lr_transfer.png / .pdf."""
@@ -119,11 +128,7 @@ def analyze(workdir: str) -> dict:
   out.runs_csv(df)
   curves = {}
   for (param, width), group in df.groupby(["parametrization", "width"]):
-    group = group.sort_values("lr")
-    loss = np.where(group.status == "finished", group.val_loss, np.nan).astype(float)
-    curves.setdefault(param, {})[int(width)] = dict(
-        lr=group.lr.tolist(), val_loss=[None if np.isnan(v) else float(v) for v in loss],
-        best_lr=best_lr(group.lr, loss) if np.isfinite(loss).sum() else None)
+    curves.setdefault(param, {})[int(width)] = lr_curve(group)
   spread = {param: max(b) / min(b) for param, widths in curves.items()
             if len(b := [w["best_lr"] for w in widths.values() if w["best_lr"]]) >= 2}
   record = dict(study="learning-rate transfer across width (muP beside standard)",
