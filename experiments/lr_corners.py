@@ -124,8 +124,8 @@ def format_report(record: dict) -> str:
     at = dict(zip(corner["lr"], corner["val_loss"])).get(v["rate"])
     finite = [x for x in corner["val_loss"] if x is not None]
     best = corner["best_lr"]
-    edge = " (grid's edge: the best may lie beyond)" if best in (min(corner["lr"]),
-                                                                max(corner["lr"])) else ""
+    edge = " (grid's edge: the best may lie beyond)" if best and np.any(np.isclose(
+        best, [min(corner["lr"]), max(corner["lr"])])) else ""
     lines.append(f"| {corner['label']} | {best:.4g}{edge} | {best / v['rate']:.2f} | "
                  f"{'-' if at is None else format(at, '.4f')} | "
                  f"{format(min(finite), '.4f') if finite else '-'} |" if best else
