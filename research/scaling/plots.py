@@ -251,10 +251,14 @@ def lr_transfer(curves: dict):
   best_lr}}} (experiments/lr_transfer.py's fit.json; an entry's `label` replaces "d_model W")."""
   names = [p for p in ("standard", "mup") if p in curves] + sorted(set(curves) - {"standard",
                                                                                   "mup"})
-  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), sharey=True,
+  cols = min(len(names), 3)
+  rows = -(-len(names) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), sharey=True,
                            squeeze=False)
+  for ax in axes.flat[len(names):]:
+    ax.set_visible(False)
   finite = [v for c in curves.values() for w in c.values() for v in w["val_loss"] if v is not None]
-  for ax, name in zip(axes[0], names):
+  for ax, name in zip(axes.flat, names):
     widths = sorted(curves[name])
     colours = plt.cm.viridis(np.linspace(0, 0.85, len(widths)))
     for colour, width in zip(colours, widths):
@@ -263,7 +267,7 @@ def lr_transfer(curves: dict):
       ax.plot(w["lr"], loss, "o-", color=colour, label=w.get("label", f"d_model {width}"))
       if w["best_lr"]:
         ax.axvline(w["best_lr"], color=colour, ls=":", lw=1)
-    title = "muP" if name == "mup" else f"{name} parametrization"
+    title = {"mup": "muP", "standard": "standard parametrization"}.get(name, name)
     _log_axes(ax, "learning rate", "held-out loss (nats/token)", title)
     ax.set_yscale("linear")
     if finite:
