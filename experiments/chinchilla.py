@@ -249,8 +249,6 @@ def analyze(workdir: str, flops=None) -> dict:
     if best in (group.N.min(), group.N.max()):
       side = "extra_low" if best == group.N.min() else "extra_high"
       edges.append(dict(C=float(group.C.median()), best_N=float(best), add=side))
-  entropy = [store.summary(store.run_dir(workdir, r)).get("entropy_rate_nats")
-             for r in points.run[:1]]
   floors = _floors(workdir, points.run.iloc[0]) if len(points) else None
   record_out = dict(
       study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
@@ -258,7 +256,7 @@ def analyze(workdir: str, flops=None) -> dict:
       budgets=sorted({float(f"{c:.3g}") for c in points.groupby("budget").C.median()}),
       points=int(len(points)), planned_runs=int(len(df)), edges=edges,
       time=ladder_points.time_split(df),
-      entropy_rate_nats=entropy[0] if entropy else None,
+      entropy_rate_nats=floors[0][1] if floors else None,
       summary={name: _summary(r) for name, r in fits.items()},
       heldout_optimum={name: r["heldout_optimum"] for name, r in fits.items()},
       fits=fits)

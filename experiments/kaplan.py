@@ -135,13 +135,15 @@ def _one_variable(frame, x_column: str, n_boot: int, where: dict) -> dict:
   out = dict(where, **_kaplan_constants(dict(params=fit.params)), converged=fit.converged,
              points=int(len(frame)), runs=frame.run.tolist(), X_range=[x.min(), x.max()])
   if n_boot:
-    design = [f"{a:.6g}/{b:.6g}" for a, b in zip(frame.N, frame.D)]
+    from research.scaling import table
+    design = table.design_points(frame.N.to_numpy(float), frame.D.to_numpy(float),
+                                 frame.run.to_numpy())
     within = design if len(set(design)) < len(design) else None
     boot = bootstrap_law(fit, {"X": x}, loss, n_boot=n_boot, groups=frame.run.to_numpy(),
                          seed=0, ci=0.95, maxiter=300, within=within)
     out["bootstrap"] = dict(interval=boot["intervals"]["alpha"], n_boot=n_boot,
                             n_failed=boot["n_failed"], failures=boot["failures"],
-                            resample="seeds within design points" if within else
+                            resample="seeds within design points" if within is not None else
                             "points (one seed: the design is resampled)")
   return out
 
