@@ -20,8 +20,8 @@ parameter at the budgets in sweep.flops, or at yours:
 
 Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
 45 minutes on 2 cores), gpu (1e17-1e19 FLOPs on a TFDS corpus you prepare; --dry-run prints its
-plan), synthetic (the cpu plan's shape on the generated language whose entropy rate is known:
-Approach 3's E against it).
+plan), synthetic (the cpu plan on a generated language whose entropy rate is known: Approach 3's
+E against it). cpu and synthetic are v2 as pre-registered (results/PREREGISTRATION-scaling-v2.md).
 """
 
 import math
@@ -57,6 +57,11 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   elif preset == "gpu":
     c.sweep.update(budgets=(1e17, 4e17, 1.6e18, 6.4e18), sizes=7, spacing=2 ** 0.5,
                    prior_c=1e18, prior_n=5e7)
+  else:  # cpu, synthetic: v2 as pre-registered (results/PREREGISTRATION-scaling-v2.md), centred
+    # on v1's minima in non-embedding N; 2 seeds so the bootstrap resamples seeds, not the design
+    c.sweep.update(budgets=tuple(10 ** (10.9 + 0.25 * k) for k in range(7)), sizes=7,
+                   spacing=10 ** 0.2, prior_c=1e12, prior_n=2.2e4, prior_a=0.75, seeds=(0, 1),
+                   bootstrap=200)
   return c
 
 
@@ -98,14 +103,17 @@ def _shape(n_target: float, s) -> ladder.Rung:
 
 def grid(c) -> list[dict]:
   """The IsoFLOP points: per budget, grid indices i (N_target = prior_n spacing^i) around the
-  prior optimum, their ladder shapes, steps and tokens."""
+  prior optimum, their ladder shapes, steps and tokens. A prior optimum exactly between two
+  centrings (v2's largest budget) takes the lower one, after rounding to 9 decimals so that
+  float noise in 10^x cannot pick the side."""
   s, t = c.sweep, c.train
   per_step = t.batch_size * t.seq_len
   half = (s.sizes - 1) / 2
   points = []
   for j, budget in enumerate(s.budgets):
     centre = s.prior_a * math.log(budget / s.prior_c) / math.log(s.spacing)
-    low, high = round(centre - half), round(centre - half) + s.sizes - 1
+    low = math.ceil(round(centre - half, 9) - 0.5)
+    high = low + s.sizes - 1
     shapes = {}
     for i in range(low - s.extra_low, high + s.extra_high + 1):
       shape = _shape(s.prior_n * s.spacing ** i, s)

@@ -23,7 +23,8 @@ al.) and both FLOP counts (6ND with that N; our full count), each law where it h
     upper bound on the frontier: counted), and N_opt ~ C^a where an interior size is the best.
 
 Presets: smoke (synthetic language, a few minutes; the tests), cpu (../shared/data/text, at most
-45 minutes on 2 cores), gpu (a real cluster on a TFDS corpus you prepare; --dry-run prints it).
+45 minutes on 2 cores; v2 as pre-registered in results/PREREGISTRATION-scaling-v2.md), gpu (a
+real cluster on a TFDS corpus you prepare; --dry-run prints it).
 """
 
 import ml_collections
@@ -55,6 +56,10 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                    fractions=(1 / 4, 1 / 2, 1), bootstrap=20)
   elif preset == "gpu":
     c.sweep.update(n_min=2e6, n_max=3e8, sizes=7, tokens_max=20_000_000_000)
+  else:  # cpu: v2 as pre-registered (results/PREREGISTRATION-scaling-v2.md), every branch at
+    # least 10 warmups long, 2 seeds so the bootstrap resamples seeds within design points
+    c.sweep.update(n_min=1.8e3, n_max=1.2e5, sizes=8,
+                   fractions=(1 / 16, 1 / 8, 1 / 4, 1 / 2, 1), seeds=(0, 1), bootstrap=200)
   return c
 
 

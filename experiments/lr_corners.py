@@ -22,7 +22,7 @@ import math
 import ml_collections
 import numpy as np
 
-from experiments import common, lr_transfer, scaling_family
+from experiments import chinchilla, common, lr_transfer, scaling_family
 from research import store
 from research.errors import require
 from research.recipes import lm as lm_recipe
@@ -33,17 +33,29 @@ size = lm_recipe.size
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
-  c = scaling_family.get_config("cpu" if preset == "cpu" else "smoke")
+  c = scaling_family.get_config("cpu" if preset == "cpu" else "smoke", pilot=True)
   ladder_rule = scaling_family.LADDERS[preset]
-  # Chinchilla v2's smallest model, shortest and longest horizon, and largest model, as
-  # (d_model, n_layers, tokens) on its ladder (N non-embedding 792, 13,944, 9,492, 130,260).
-  corners = ((8, 1, 2_707_456), (24, 2, 503_808), (28, 1, 17_569_792), (52, 4, 2_668_544))
   c.sweep = ml_collections.ConfigDict(dict(
-      corners=corners, rate=0.031, factors=(0.5, 1.0, 2.0), tolerance=1.33,
+      corners=plan_corners(chinchilla.get_config("cpu")) if preset == "cpu" else (),
+      rate=0.031, factors=(0.5, 1.0, 2.0), tolerance=1.33,
       head_size=ladder_rule["head_size"], ff_ratio=ladder_rule["ff_ratio"]))
   if preset == "smoke":
     c.sweep.update(corners=((16, 1, 40_960), (32, 2, 81_920)), rate=0.01)
   return c
+
+
+def plan_corners(study) -> tuple:
+  """A Chinchilla plan's smallest model, shortest and longest horizon, and largest model, as
+  (d_model, n_layers, tokens); a model at several budgets is taken at its fewest tokens when it
+  is the smallest and at its most when it is the largest. On the v2 plan: N non-embedding 792,
+  13,944, 9,492 and 130,260."""
+  points = chinchilla.grid(study)
+  per_step = study.train.batch_size * study.train.seq_len
+  size = lambda p: (p["shape"].n_nonemb, p["steps"])  # noqa: E731
+  steps = lambda p: p["steps"]  # noqa: E731
+  picked = (min(points, key=size), min(points, key=steps), max(points, key=steps),
+            max(points, key=size))
+  return tuple((p["shape"].d_model, p["shape"].n_layers, p["steps"] * per_step) for p in picked)
 
 
 def validate(c) -> None:

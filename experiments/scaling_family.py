@@ -19,6 +19,13 @@ LADDERS = {
 }
 LADDERS["synthetic"] = LADDERS["cpu"]  # the cpu plan's shape on the generated language
 
+# The v2 studies' training (results/PREREGISTRATION-scaling-v2.md): pilot P1's learning rate at
+# the corners of the plan, pilot P2's muP output multiplier and embedding-rate factor, and pilot
+# P0's graded synthetic language (entropy rate 1.4564 nats/token). The cpu and synthetic presets
+# train with it; the pilots themselves ran v1's (pilot=True).
+V2 = dict(lr=0.024, mup_output_mult=4.0, mup_embed_lr=4.0,
+          synthetic="synthetic:order=4,symbols=16,form=loglinear,scale=1.5,decay=0.8")
+
 
 def family(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The shared setup on top of an LM preset: untied readout (muP needs it), context 128,
@@ -32,12 +39,13 @@ def family(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def get_config(preset: str) -> ml_collections.ConfigDict:
+def get_config(preset: str, pilot: bool = False) -> ml_collections.ConfigDict:
   """One run of the ladder under muP with the base width's tuned learning rate, for a preset of
-  the Chinchilla and Kaplan studies (smoke, cpu, synthetic, gpu); no sweep group."""
+  the Chinchilla and Kaplan studies (smoke, cpu, synthetic, gpu); no sweep group. cpu and
+  synthetic train with V2 unless `pilot` (v1's rate and muP as given, as the v2 pilots ran)."""
   c = family(lm.get_config("smoke"))
   c.model.parametrization = "mup"
-  c.train.lr = 0.031  # the LR-transfer pilot's (results/PREREGISTRATION-scaling.md)
+  c.train.lr = 0.031  # v1's LR-transfer pilot's (results/PREREGISTRATION-scaling.md)
   c.tracking.flop_convention = "full"
   if preset == "smoke":
     c.model.context = 64
@@ -45,6 +53,10 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
     c.data.val_batches = 4
   elif preset in ("cpu", "synthetic"):
     c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
+    if not pilot:
+      c.data.source = V2["synthetic"] if preset == "synthetic" else c.data.source
+      c.train.lr = V2["lr"]
+      c.model.update(mup_output_mult=V2["mup_output_mult"], mup_embed_lr=V2["mup_embed_lr"])
   elif preset == "gpu":
     c.model.update(context=1024, dtype="bfloat16")
     c.data.update(source="tfds:local_text", val_batches=32)  # docs/data.md: prepare your corpus

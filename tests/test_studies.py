@@ -38,10 +38,10 @@ def test_isoflop_plan_puts_each_budget_around_its_prior_on_one_grid():
   cfg = chinchilla.get_config("cpu")
   points = chinchilla.grid(cfg)
   budgets = sorted({p["budget"] for p in points})
-  assert len(budgets) == 4 and np.log10(cfg.sweep.budgets[-1] / cfg.sweep.budgets[0]) >= 1.5
+  assert len(budgets) == 7 and np.log10(cfg.sweep.budgets[-1] / cfg.sweep.budgets[0]) >= 1.5
   for j in budgets:
     here = [p for p in points if p["budget"] == j]
-    assert len(here) == cfg.sweep.sizes
+    assert cfg.sweep.sizes - 1 <= len(here) <= cfg.sweep.sizes  # small rungs can repeat
     n = sorted(p["shape"].n_nonemb for p in here)
     prior = cfg.sweep.prior_n * (cfg.sweep.budgets[j] / cfg.sweep.prior_c) ** cfg.sweep.prior_a
     assert n[0] < prior < n[-1]  # the prior optimum is interior
@@ -51,10 +51,16 @@ def test_isoflop_plan_puts_each_budget_around_its_prior_on_one_grid():
     model = transformer.TransformerConfig(**{**cfg.model.to_dict(), **p["shape"].model_fields()})
     c = 6 * transformer.param_counts(model).total * p["steps"] * tokens_per_step
     assert abs(np.log10(c / p["C_planned"])) < 0.5 / p["steps"] + 1e-9
+  # v2's largest budget has its prior optimum exactly between two centrings: the lower one
+  top = sorted(p["index"] for p in points if p["budget"] == budgets[-1])
+  assert (top[0], top[-1]) == (-2, 4)
   runs = chinchilla.plan(cfg)
+  assert len(runs) == 116  # as pre-registered (results/PREREGISTRATION-scaling-v2.md)
   parents = [r for r in runs if r.train.schedule == "constant"]
   branches = [r for r in runs if r.loop.init_from]
-  assert len(branches) == len(points) and len(parents) == len({p["shape"] for p in points})
+  seeds = len(cfg.sweep.seeds)
+  assert len(branches) == seeds * len(points)
+  assert len(parents) == seeds * len({p["shape"] for p in points})
   ids = {config_lib.run_id(p): p for p in parents}
   for b in branches:  # each branch's parent keeps a checkpoint at the branch step
     parent_id, step = b.loop.init_from.split("@")
@@ -101,20 +107,20 @@ def test_extending_a_grid_adds_sizes_at_the_chosen_edge():
   cfg = chinchilla.get_config("cpu")
   before = chinchilla.grid(cfg)
   with cfg.unlocked():
-    cfg.sweep.extra_low = 1
+    cfg.sweep.extra_high = 1  # (below the smallest budget's sizes the ladder has no new rung)
   after = chinchilla.grid(cfg)
   for j in range(len(cfg.sweep.budgets)):
     old = sorted(p["shape"].n_nonemb for p in before if p["budget"] == j)
     new = sorted(p["shape"].n_nonemb for p in after if p["budget"] == j)
-    assert new[1:] == old and new[0] < old[0]
+    assert new[:-1] == old and new[-1] > old[-1]
 
 
 @pytest.mark.parametrize("module", [chinchilla, kaplan])
 def test_seeds_replicate_the_plan_and_never_move_the_held_out_data(module):
   one = module.get_config("cpu")
   two = module.get_config("cpu")
-  with two.unlocked():
-    two.sweep.seeds = (0, 3)
+  with one.unlocked(), two.unlocked():
+    one.sweep.seeds, two.sweep.seeds = (0,), (0, 3)
   module.validate(two)
   base, runs = module.plan(one), module.plan(two)
   assert len(runs) == 2 * len(base)
@@ -166,6 +172,9 @@ def test_lr_corners_plan_and_rule():
   lr_corners.validate(c)
   runs = lr_corners.plan(c)
   assert len(runs) == 4 * 3
+  # the corners of Chinchilla's v2 plan, as pilot P1 trained them (results/lr-corners/)
+  assert c.sweep.corners == ((8, 1, 2_707_456), (24, 2, 503_808), (28, 1, 17_569_792),
+                             (52, 4, 2_668_544))
   shapes = {(r.model.d_model, r.model.n_layers, r.train.tokens) for r in runs}
   assert shapes == {tuple(x) for x in c.sweep.corners}
   assert sorted({r.train.lr for r in runs}) == pytest.approx([0.0155, 0.031, 0.062])
