@@ -258,11 +258,13 @@ def analyze(workdir: str, flops=None) -> dict:
       side = "extra_low" if best == group.N.min() else "extra_high"
       edges.append(dict(C=float(group.C.median()), best_N=float(best), add=side))
   floors = _floors(workdir, points.run.iloc[0]) if len(points) else None
+  sizes = points.groupby("N").N_nonemb.first()
+  shares = [dict(N=int(n), N_nonemb=int(m), embedding_share=1 - m / n) for n, m in sizes.items()]
   record_out = dict(
       study="Chinchilla IsoFLOP sweep (Hoffmann et al. 2022), analysed with research/scaling",
       L="held-out loss, nats/token (final_val_loss)", headline=HEADLINE,
       budgets=sorted({float(f"{c:.3g}") for c in points.groupby("budget").C.median()}),
-      points=int(len(points)), planned_runs=int(len(df)), edges=edges,
+      points=int(len(points)), planned_runs=int(len(df)), edges=edges, sizes=shares,
       time=ladder_points.time_split(df),
       entropy_rate_nats=floors[0][1] if floors else None,
       summary={name: _summary(r) for name, r in fits.items()},
@@ -319,6 +321,22 @@ def format_report(record: dict) -> str:
   for row in record["summary"][record["headline"]]["approach3"]["allocation"]:
     lines.append(f"| {row['C']:.2e} | {row['N_opt']:.3g} | {row['D_opt']:.3g} | "
                  f"{row['tokens_per_param']:.1f} | {row['L_opt']:.3f} |")
+  lines += ["", f"Bootstrap ({record['headline']}):"]
+  for approach, result in record["fits"][record["headline"]]["approaches"].items():
+    boot = result.get("bootstrap")
+    if boot:
+      left = boot.get("budgets_left_out", {})
+      lines.append(f"- Approach {approach}: {boot['n_converged']} of {boot['n_boot']} resamples "
+                   f"of {boot['resample']}; {boot['n_failed']} failed"
+                   + "".join(f"; {n} x {why}" for why, n in boot["failures"].items())
+                   + (f"; {left['resamples_with_any']} left budgets (up to {left['most']}) out of "
+                      "the power law, a minimum outside the sampled sizes" if left else ""))
+  if record.get("sizes"):
+    lines += ["", "The embedding share of N total per size (the input embedding and the readout, "
+              "with the positions where learned):", "",
+              "| N total | N non-embedding | embedding share |", "|---|---|---|"]
+    lines += [f"| {x['N']:,} | {x['N_nonemb']:,} | {x['embedding_share']:.0%} |"
+              for x in record["sizes"]]
   for name, report in record["fits"].items():
     for approach, result in report["approaches"].items():
       if "failed" in result:

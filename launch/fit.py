@@ -1,14 +1,20 @@
-"""python -m launch fit TABLE --n COL (--d COL | --c COL) --loss COL [options]
+"""python -m launch fit TABLE [TABLE ...] --n COL (--d COL | --c COL) --loss COL [options]
 
 Fits Chinchilla's approaches to any table of runs (CSV, a JSONL run log, or anything pandas reads),
 prints the law with bootstrap intervals and the compute-optimal allocation, and writes fit.json and
 figures to --out. Bad input exits with code 2 and a message naming the column or rows; a fit that
 did not converge says so and exits with code 1.
+
+Several tables are fitted as one (their rows together: a joint fit over two sweeps of one family,
+such as `results/chinchilla/cpu/runs.csv results/kaplan/cpu/runs.csv --where role=point`).
 """
 
 import os
 
+import pandas as pd
+
 from launch import options
+from research.errors import UserError
 from research.fileio import atomic_write_json, atomic_write_text, writable_folder
 from research.scaling import report as report_lib
 from research.scaling import table
@@ -17,7 +23,11 @@ from research.scaling import table
 def _parser() -> options.Parser:
   D = report_lib.DEFAULTS
   p = options.Parser(prog="python -m launch fit", description=__doc__.split("\n\n")[1])
-  p.add_argument("table", help="CSV, JSONL run log, or any pandas-readable file")
+  p.add_argument("table", nargs="+", help="CSV, JSONL run log, or any pandas-readable file; "
+                 "several are fitted together (their rows concatenated)")
+  p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                 help="keep only rows whose COLUMN equals VALUE (repeatable: all must hold), "
+                 "e.g. role=point for a study's runs.csv")
   p.add_argument("--n", required=True, help="column of parameter counts N (used as given)")
   p.add_argument("--d", help="column of training tokens D")
   p.add_argument("--c", help="column of training FLOPs C (D = C / (k N) when --d is absent)")
@@ -86,8 +96,26 @@ def _window(text: str):
 _window.__name__ = "window"  # argparse names the type in its messages
 
 
+def _rows(paths: list[str], where: list[str]) -> pd.DataFrame:
+  """The tables' rows together, then the --where filters; UserError names a missing column, a
+  malformed filter or a filter that keeps nothing."""
+  frames = [table.read_table(path) for path in paths]
+  df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+  for condition in where:
+    column, sep, value = condition.partition("=")
+    if not sep or not column:
+      raise UserError(f"--where {condition!r}: expected COLUMN=VALUE")
+    if column not in df.columns:
+      raise UserError(f"--where {condition!r}: no column {column!r}; the table has "
+                      f"{', '.join(map(str, df.columns))}")
+    df = df[df[column].astype(str) == value]
+    if df.empty:
+      raise UserError(f"--where {condition!r}: no rows left")
+  return df.reset_index(drop=True)
+
+
 def _load_runs(args) -> table.Runs:
-  df = table.read_table(args.table)
+  df = _rows(args.table, args.where)
   if args.drop_highest_loss:
     if args.loss not in df.columns:
       table.runs_from_table(df, n=args.n, d=args.d, c=args.c, loss=args.loss)  # names the column
@@ -119,7 +147,9 @@ def main(argv: list[str]) -> int:
     writable_folder(args.out, "--out", create=False)  # an existing file is refused there too
   runs = _load_runs(args)
   report = report_lib.analyse(runs, _options(args))
-  report["table"] = args.table
+  report["table"] = args.table[0] if len(args.table) == 1 else args.table
+  if args.where:
+    report["where"] = args.where
   print(report_lib.format_report(report), flush=True)
   if args.out:
     os.makedirs(args.out, exist_ok=True)

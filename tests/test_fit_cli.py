@@ -134,3 +134,25 @@ def test_replicate_seeds_are_resampled_within_design_points(tmp_path, capsys):
   assert code == 0 and "resamples of runs (the design itself: no seed column given)" in out
   code, _, err = run(common + ["--window", "0.5"], capsys)
   assert code == 2 and "--window" in err
+
+
+def test_several_tables_fit_as_one_and_where_keeps_rows(tmp_path, capsys):
+  """Two studies' tables are fitted together (a joint fit), --where keeps the rows it names; a
+  bad filter is one line."""
+  df = isoflop_table().assign(role="point")
+  first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+  df.iloc[::2].to_csv(first, index=False)
+  pd.concat([df.iloc[1::2], df.iloc[:3].assign(role="parent", loss=9.0)]).to_csv(second,
+                                                                                 index=False)
+  common = ["--n", "params", "--d", "tokens", "--loss", "loss", *FAST]
+  code, out, err = run([first, second, *common, "--where", "role=point"], capsys)
+  assert code == 0, err
+  assert out.startswith(f"{len(df)} runs.")  # every point of both, no parent
+  together = tmp_path / "together.csv"
+  pd.concat([df.iloc[::2], df.iloc[1::2]]).to_csv(together, index=False)
+  code, whole, _ = run([together, *common], capsys)
+  assert code == 0 and whole == out  # the same fit as one table of the same rows
+  for where, message in (("role", "expected COLUMN=VALUE"), ("kind=x", "no column 'kind'"),
+                         ("role=none", "no rows left")):
+    code, _, err = run([first, *common, "--where", where], capsys)
+    assert code == 2 and message in err, err

@@ -6,10 +6,11 @@ no longer follows the run's seed, which moved every LM preset's id and none of t
 and again that day when the Chinchilla plan began counting its budgets as 6ND with N total,
 sweep.budget_count, which moved the four chinchilla presets and their plans' step counts; and on
 2026-12-03 when the Chinchilla and Kaplan sweep groups gained sweep.seeds, which moved their
-presets' own ids and no run id of any plan; experiments/lr_corners.py's presets were added then, and lr_transfer's sweep group gained
-sweep.variants, which moved its presets' own ids and no run id of a plan; and on 2026-12-03,
-again, when the Chinchilla cpu / synthetic and Kaplan cpu presets became the pre-registered v2
-plans, results/PREREGISTRATION-scaling-v2.md, which moved those three presets and their plans).
+presets' own ids and no run id of any plan; experiments/lr_corners.py's presets were added
+then, and lr_transfer's sweep group gained sweep.variants, which moved its presets' own ids and
+no run id of a plan; and again that day when the Chinchilla cpu / synthetic and Kaplan cpu
+presets became the pre-registered v2 plans, results/PREREGISTRATION-scaling-v2.md, which moved
+those three presets and their plans).
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)

@@ -30,7 +30,8 @@ kaplan-py-smoke/expected_fit.json was rewritten by `--refit` when Kaplan's laws 
 where each holds (issue 20): L(N) on the sizes converged in D and L(D) on the largest size's
 data-limited runs replace L(N) at the largest D and L(D) at the largest N, alpha_N at every D
 and the whole C_min envelope are new, and L(N, D) gained its bootstrap's failure counts; L(N, D)'s
-fit and the frontier's N_opt ~ C^a kept every number.
+fit and the frontier's N_opt ~ C^a kept every number. The same day chinchilla-py-smoke's file
+gained `sizes` (each size's embedding share of N), by `--refit`; no number moved.
 """
 
 import json
