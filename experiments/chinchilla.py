@@ -292,6 +292,7 @@ PAPERS = (  # (source, a of Approaches 1 / 2 / 3, E, alpha, beta)
 def format_report(record: dict) -> str:
   """Markdown: exponents under every convention beside the papers', the allocation, the
   held-out check, the time split."""
+  from research.scaling import report as report_lib
   head = record["summary"][record["headline"]]
   a3 = head["approach3"]
   lines = ["| | Approach 1 a | Approach 2 a | Approach 3 a | E | alpha | beta |",
@@ -325,12 +326,9 @@ def format_report(record: dict) -> str:
   for approach, result in record["fits"][record["headline"]]["approaches"].items():
     boot = result.get("bootstrap")
     if boot:
-      left = boot.get("budgets_left_out", {})
       lines.append(f"- Approach {approach}: {boot['n_converged']} of {boot['n_boot']} resamples "
-                   f"of {boot['resample']}; {boot['n_failed']} failed"
-                   + "".join(f"; {n} x {why}" for why, n in boot["failures"].items())
-                   + (f"; {left['resamples_with_any']} left budgets (up to {left['most']}) out of "
-                      "the power law, a minimum outside the sampled sizes" if left else ""))
+                   f"of {boot['resample']}; "
+                   + ("; ".join(report_lib.bootstrap_accounting(boot)) or "none failed"))
   if record.get("sizes"):
     lines += ["", "The embedding share of N total per size (the input embedding and the readout, "
               "with the positions where learned):", "",

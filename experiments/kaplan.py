@@ -140,17 +140,24 @@ def _one_variable(frame, x_column: str, n_boot: int, where: dict) -> dict:
   out = dict(where, **_kaplan_constants(dict(params=fit.params)), converged=fit.converged,
              points=int(len(frame)), runs=frame.run.tolist(), X_range=[x.min(), x.max()])
   if n_boot:
-    from research.scaling import table
-    design = table.design_points(frame.N.to_numpy(float), frame.D.to_numpy(float),
-                                 frame.run.to_numpy())
-    within = design if len(set(design)) < len(design) else None
+    within, resample = _replicates(frame)
     boot = bootstrap_law(fit, {"X": x}, loss, n_boot=n_boot, groups=frame.run.to_numpy(),
                          seed=0, ci=0.95, maxiter=300, within=within)
     out["bootstrap"] = dict(interval=boot["intervals"]["alpha"], n_boot=n_boot,
                             n_failed=boot["n_failed"], failures=boot["failures"],
-                            resample="seeds within design points" if within is not None else
-                            "points (one seed: the design is resampled)")
+                            resample=resample)
   return out
+
+
+def _replicates(frame):
+  """(design point per row or None, what the bootstrap resamples): seeds within design points
+  where the frame has replicates, else the points themselves (which resamples the design)."""
+  from research.scaling import table
+  design = table.design_points(frame.N.to_numpy(float), frame.D.to_numpy(float),
+                               frame.run.to_numpy())
+  if len(set(design)) < len(design):
+    return design, "seeds within design points"
+  return None, "points (one seed: the design is resampled)"
 
 
 def laws(points, n_column: str, count: str, n_boot: int, min_tokens: float = 0.0) -> dict:
@@ -167,10 +174,12 @@ def laws(points, n_column: str, count: str, n_boot: int, min_tokens: float = 0.0
   fit = fit_law("kaplan", inputs, points.val_loss.to_numpy(float), keep=32, maxiter=500)
   joint = dict(fit.summary(), converged=fit.converged)
   if n_boot:
+    within, resample = _replicates(points)
     boot = bootstrap_law(fit, inputs, points.val_loss.to_numpy(float), n_boot=n_boot, seed=0,
-                         ci=0.95, maxiter=300)
+                         ci=0.95, maxiter=300, groups=points.run.to_numpy(), within=within)
     joint["intervals"] = boot["intervals"]
-    joint["bootstrap"] = {k: boot[k] for k in ("n_boot", "n_failed", "failures")}
+    joint["bootstrap"] = dict({k: boot[k] for k in ("n_boot", "n_failed", "failures")},
+                              resample=resample)
   out["L(N, D)"] = joint
   s_d, s_n = local_slopes(points, n_column)
   frame = points.assign(s_D=s_d, s_N=s_n, long_enough=points.D >= min_tokens)
@@ -200,7 +209,8 @@ def laws(points, n_column: str, count: str, n_boot: int, min_tokens: float = 0.0
   env = approaches.lower_envelope(runs)
   allocation = approaches.approach1(runs)
   out["C_min frontier"] = dict(
-      a=allocation["a"], b=allocation["b"], warnings=allocation["warnings"],
+      a=allocation["a"], b=allocation["b"], n_law=allocation["n_law"],
+      warnings=allocation["warnings"],
       **_kaplan_constants(_power(env["C"], env["L"])), flops_per_param_token=k,
       envelope=dict(C=env["C"].tolist(), L=env["L"].tolist(), N=env["N"].tolist(),
                     interior=env["interior"].tolist()),
@@ -268,8 +278,15 @@ def format_report(record: dict) -> str:
   head = record["fits"][record["headline"]]
   interval = head["L(N, D)"].get("intervals", {})
   if interval:
-    lines += ["", f"95% bootstrap intervals of L(N, D) ({record['headline']}): " + ", ".join(
-        f"{k} [{v[0]:.3f}, {v[1]:.3f}]" for k, v in interval.items())]
+    boot = head["L(N, D)"]["bootstrap"]
+    lines += ["", f"95% bootstrap intervals of L(N, D) ({record['headline']}; {boot['n_boot']} "
+              f"resamples of {boot.get('resample', 'points')}, {boot['n_failed']} failed): "
+              + ", ".join(f"{k} [{v[0]:.4g}, {v[1]:.4g}]" for k, v in interval.items())]
+  for key in ("L(N), converged in D", "L(D), data-limited"):
+    boot = head[key].get("bootstrap")
+    if boot:
+      lines.append(f"- {key}: alpha's interval from {boot['n_boot']} resamples of "
+                   f"{boot['resample']}, {boot['n_failed']} failed")
   lines += ["", "Where each law is taken (" + record["headline"] + "):"]
   for key in ("L(N), converged in D", "L(D), data-limited"):
     law = head[key]

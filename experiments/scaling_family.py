@@ -52,9 +52,9 @@ def get_config(preset: str, pilot: bool = False) -> ml_collections.ConfigDict:
     c.train.update(batch_size=8, seq_len=64, warmup_steps=10)
     c.data.val_batches = 4
   elif preset in ("cpu", "synthetic"):
-    c.data.source = "text:../shared/data/text" if preset == "cpu" else "synthetic:"
+    synthetic = "synthetic:" if pilot else V2["synthetic"]
+    c.data.source = "text:../shared/data/text" if preset == "cpu" else synthetic
     if not pilot:
-      c.data.source = V2["synthetic"] if preset == "synthetic" else c.data.source
       c.train.lr = V2["lr"]
       c.model.update(mup_output_mult=V2["mup_output_mult"], mup_embed_lr=V2["mup_embed_lr"])
   elif preset == "gpu":

@@ -99,8 +99,7 @@ _window.__name__ = "window"  # argparse names the type in its messages
 def _rows(paths: list[str], where: list[str]) -> pd.DataFrame:
   """The tables' rows together, then the --where filters; UserError names a missing column, a
   malformed filter or a filter that keeps nothing."""
-  frames = [table.read_table(path) for path in paths]
-  df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+  df = pd.concat([table.read_table(path) for path in paths], ignore_index=True)
   for condition in where:
     column, sep, value = condition.partition("=")
     if not sep or not column:

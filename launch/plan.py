@@ -166,13 +166,20 @@ class Progress:
     self.bar.close()
 
 
-def analyze(workdir: str, module=None, options: dict | None = None) -> dict:
+def analyze(workdir: str, module=None, options: dict | None = None,
+            study: str | None = None) -> dict:
   """The study's analysis over the finished runs, with a warning naming the missing ones.
-  `options` go to the study's analyze as keywords (e.g. flops), which it must accept."""
+  `options` go to the study's analyze as keywords (e.g. flops), which it must accept; `study`
+  replaces the module file sweep.json names (an absolute path in the checkout that planned it)."""
   record = store.read_sweep(workdir)
   if module is None:
-    module = config_lib.load_module(record["study"])
-    study_lib.check(module, record["study"], sweep=True)
+    path = study or record["study"]
+    if study is None and not os.path.isfile(path):
+      raise UserError(f"{workdir}: its study {path!r} does not exist (planned in another "
+                      "checkout?); name the module with --study, e.g. --study "
+                      "experiments/chinchilla.py")
+    module = config_lib.load_module(path)
+    study_lib.check(module, path, sweep=True)
   states = store.states(workdir, record)
   missing = [run for run, s in states.items() if s != "finished"]
   if missing:

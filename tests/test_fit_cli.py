@@ -156,3 +156,22 @@ def test_several_tables_fit_as_one_and_where_keeps_rows(tmp_path, capsys):
                          ("role=none", "no rows left")):
     code, _, err = run([first, *common, "--where", where], capsys)
     assert code == 2 and message in err, err
+
+
+def test_the_committed_joint_fit_comes_from_the_committed_tables(tmp_path, capsys):
+  """results/joint/cpu/fit.json is what its README's command writes from the two committed v2
+  tables (the point fit; the bootstrap is left to the committed file)."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  committed = json.load(open(os.path.join(root, "results/joint/cpu/fit.json")))
+  tables = [os.path.join(root, f"results/{s}/cpu/runs.csv") for s in ("chinchilla", "kaplan")]
+  code, out, err = run([*tables, "--where", "role=point", "--n", "N", "--d", "D", "--loss",
+                        "val_loss", "--run", "run", "--seeds", "seed", "--n-convention", "total",
+                        "--approach", "3", "--bootstrap", "0", "--out", tmp_path / "joint",
+                        "--no-plots"], capsys)
+  assert code == 0, err
+  assert out.startswith("174 runs.")
+  got = json.load(open(tmp_path / "joint" / "fit.json"))["approaches"]["3"]
+  want = committed["approaches"]["3"]
+  for name, value in want["fit"]["params"].items():
+    assert got["fit"]["params"][name] == pytest.approx(value, rel=1e-6), name
+  assert got["a"] == pytest.approx(want["a"], rel=1e-6)

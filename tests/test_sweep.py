@@ -75,6 +75,20 @@ def test_analyze_warns_about_missing_runs(smoke_sweep, tmp_path):
   assert json.loads((copy / "fit.json").read_text())["finished"] == 7
 
 
+def test_analyze_a_sweep_planned_in_another_checkout(smoke_sweep, tmp_path):
+  import shutil
+  copy = tmp_path / "moved"
+  shutil.copytree(smoke_sweep[0], copy, ignore=shutil.ignore_patterns("checkpoints", ".cache"))
+  record = json.loads((copy / "sweep.json").read_text())
+  study, record["study"] = record["study"], str(tmp_path / "gone" / "study.py")
+  (copy / "sweep.json").write_text(json.dumps(record))
+  code, out = sh.run("analyze", "--workdir", str(copy))
+  assert code == 2 and "does not exist" in out and "--study" in out, out
+  code, out = sh.run("analyze", "--workdir", str(copy), "--study", study)
+  assert code == 0, out
+  assert json.loads((copy / "fit.json").read_text())["finished"] == 8
+
+
 def _wait(condition, proc, timeout=300):
   deadline = time.time() + timeout
   while time.time() < deadline:

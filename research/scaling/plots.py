@@ -12,6 +12,7 @@
 
 import io
 import os
+import textwrap
 
 import matplotlib
 import matplotlib.colors
@@ -278,7 +279,8 @@ def lr_transfer(curves: dict):
   return fig
 
 
-KAPLAN_2020 = {"alpha_N": 0.076, "alpha_D": 0.095, "alpha_C": 0.050}  # Sec. 1.2, N non-embedding
+KAPLAN_2020 = {"alpha_N": 0.076, "alpha_D": 0.095, "alpha_C": 0.050,  # Sec. 1.2, N non-embedding
+               "a": 0.73}  # N_opt ~ C^0.73 (their eq. 1.7 and Sec. 6.1)
 
 
 def _law_line(ax, law: dict, label: str) -> None:
@@ -310,9 +312,11 @@ def kaplan_laws(points, n_column: str, fits: dict):
   filled the points of L(N) (each size converged in D), the law solid over them, dotted beyond.
   Middle: L against D, colour by N; filled the data-limited points of L(D). Right: L against C,
   colour by N, the lower envelope (a line: interpolated, not data) and L(C_min) fitted on all of
-  it. Dashed red: Kaplan et al. 2020's slopes (alpha_N 0.076, alpha_D 0.095, alpha_C 0.050), for
-  the slope only. `fits`: one convention's entry of experiments/kaplan.py's fit.json."""
-  fig, (ax_n, ax_d, ax_c) = plt.subplots(1, 3, figsize=(16, 4.4))
+  it. Fourth: the envelope's best size against C (filled where an interior size is the best, the
+  points N_opt ~ C^a is fitted on). Dashed red: Kaplan et al. 2020's slopes (alpha_N 0.076,
+  alpha_D 0.095, alpha_C 0.050, a 0.73), for the slope only. `fits`: one convention's entry of
+  experiments/kaplan.py's fit.json."""
+  fig, (ax_n, ax_d, ax_c, ax_a) = plt.subplots(1, 4, figsize=(21, 4.4))
   label_n = "non-embedding parameters N" if n_column == "N_nonemb" else "parameters N"
   log_d, log_n = np.log10(points.D), np.log10(points[n_column])
   for ax, x, colour_by, law_key, name in (
@@ -331,9 +335,12 @@ def kaplan_laws(points, n_column: str, fits: dict):
       _paper_slope(ax, x[used], points.val_loss[used], KAPLAN_2020[name],
                    f"Kaplan et al. 2020: {KAPLAN_2020[name]}")
       ax.legend(fontsize=7)
-    else:
-      ax.text(0.03, 0.05, f"{law_key}: {law.get('skipped', 'not measured')}", fontsize=7,
-              transform=ax.transAxes, wrap=True)
+    else:  # the paper's slope through every point, so the reference is there regardless
+      _paper_slope(ax, x, points.val_loss, KAPLAN_2020[name],
+                   f"Kaplan et al. 2020: {KAPLAN_2020[name]} (slope only)")
+      ax.legend(fontsize=7, loc="upper right")
+      ax.text(0.03, 0.05, textwrap.fill(f"{law_key}: {law.get('skipped', 'not measured')}", 60),
+              fontsize=7, transform=ax.transAxes)
   _log_axes(ax_n, label_n, "held-out loss (nats/token)", "L(N): hollow = not converged in D",
             logy=True)
   _log_axes(ax_d, "training tokens D", "held-out loss (nats/token)",
@@ -351,14 +358,35 @@ def kaplan_laws(points, n_column: str, fits: dict):
       ax_c.plot(c, (frontier["X_c"] / c) ** frontier["alpha"], "k-", lw=1.2,
                 label=f"L(C_min): alpha_C = {frontier['alpha']:.3f}; N_opt ~ C^{frontier['a']:.2f}")
       _paper_slope(ax_c, c, env["L"], KAPLAN_2020["alpha_C"], "Kaplan et al. 2020: 0.050")
+    _optimal_sizes(ax_a, env, frontier, label_n)
   _log_axes(ax_c, f"training compute C = {k:.3g} N D (FLOPs)", "held-out loss (nats/token)",
             "L against compute", logy=True)
   ax_c.legend(fontsize=7)
+  _log_axes(ax_a, f"training compute C = {k:.3g} N D (FLOPs)", f"best {label_n}",
+            "N_opt: the envelope's best size", logy=True)
   for ax in (ax_n, ax_d, ax_c):  # losses within a decade: plain numbers, not 2x10^0
     ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
   fig.tight_layout()
   return fig
+
+
+def _optimal_sizes(ax, env: dict, frontier: dict, label_n: str) -> None:
+  """The lower envelope's best size per compute value (hollow where the smallest or largest size
+  is the best: a bound, left out of the fit), N_opt ~ C^a over the fitted ones, Kaplan's 0.73."""
+  c, n = np.asarray(env["C"]), np.asarray(env["N"])
+  inside = np.asarray(env["interior"], bool)
+  ax.scatter(c[~inside], n[~inside], s=18, facecolors="none", edgecolors="0.4",
+             label="smallest or largest size best (not fitted)")
+  ax.scatter(c[inside], n[inside], s=18, color="k", label="interior best size (fitted)")
+  law = frontier.get("n_law")
+  if law and inside.sum() >= 2:
+    grid = np.geomspace(c[inside].min(), c[inside].max(), 30)
+    ax.plot(grid, law["coefficient"] * grid ** law["exponent"], "k-", lw=1.2,
+            label=f"fit: N_opt ~ C^{law['exponent']:.2f}")
+    _paper_slope(ax, c[inside], n[inside], -KAPLAN_2020["a"],
+                 f"Kaplan et al. 2020: C^{KAPLAN_2020['a']}")
+  ax.legend(fontsize=7)
 
 
 def training_run(train: list[dict], evals: list[dict], summary: dict):

@@ -122,6 +122,20 @@ def _with_ci(name, value, intervals) -> str:
   return f"{name} = {value:.6g}" + (f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
 
 
+def bootstrap_accounting(boot: dict) -> list[str]:
+  """A bootstrap's failed resamples and left-out budgets, one line each (none when clean)."""
+  lines = []
+  if boot.get("n_failed"):
+    lines.append(f"{boot['n_failed']} of {boot['n_boot']} resamples failed and are not in the "
+                 "interval: " + "; ".join(f"{n} x {why}" for why, n in boot["failures"].items()))
+  left = boot.get("budgets_left_out", {})
+  if left.get("resamples_with_any"):
+    n = left["resamples_with_any"]
+    lines.append(f"{n} resample{'s' if n != 1 else ''} left budgets (up to {left['most']}) out "
+                 "of their power law: a minimum outside the sampled sizes")
+  return lines
+
+
 def format_report(report: dict) -> str:
   """Human-readable summary: conventions, each law with intervals, allocation, held-out error."""
   conv = report["conventions"]
@@ -135,15 +149,7 @@ def format_report(report: dict) -> str:
     intervals = boot.get("intervals", {})
     ci = (f"{100 * boot['ci']:.0f}% bootstrap CI over {boot['n_converged']}/{boot['n_boot']} "
           f"resamples of {boot.get('resample', 'runs')}" if boot else "no bootstrap")
-    lines += ["", f"Approach {key} ({ci})"]
-    if boot.get("n_failed"):
-      lines.append(f"  {boot['n_failed']} of {boot['n_boot']} resamples failed and are not in "
-                   "the interval: " + "; ".join(f"{n} x {why}"
-                                                for why, n in boot["failures"].items()))
-    if boot.get("budgets_left_out", {}).get("resamples_with_any"):
-      left = boot["budgets_left_out"]
-      lines.append(f"  {left['resamples_with_any']} resamples left budgets (up to "
-                   f"{left['most']}) out of their power law: a minimum outside the sampled sizes")
+    lines += ["", f"Approach {key} ({ci})"] + ["  " + x for x in bootstrap_accounting(boot)]
     if key == "1":
       lines.append("  from the same runs as Approaches 2 and 3 (their training curves): its "
                    "agreement with them is not an independent check")

@@ -31,7 +31,12 @@ where each holds (issue 20): L(N) on the sizes converged in D and L(D) on the la
 data-limited runs replace L(N) at the largest D and L(D) at the largest N, alpha_N at every D
 and the whole C_min envelope are new, and L(N, D) gained its bootstrap's failure counts; L(N, D)'s
 fit and the frontier's N_opt ~ C^a kept every number. The same day chinchilla-py-smoke's file
-gained `sizes` (each size's embedding share of N), by `--refit`; no number moved.
+gained `sizes` (each size's embedding share of N), by `--refit`; no number moved. Later the
+same day kaplan-py-smoke's file was rewritten by `--refit` once more, when L(N, D)'s bootstrap
+began resampling by run (seeds within design points where there are replicates, issue 20): the
+smoke has one seed, so it still resamples the points, but in the order of the run ids, which
+moved its intervals and failure count; the frontier gained `n_law` (N_opt's power law, drawn
+in the figure) and the bootstrap its `resample`. No point fit moved.
 """
 
 import json
