@@ -150,14 +150,11 @@ def _one_variable(frame, x_column: str, n_boot: int, where: dict) -> dict:
 
 
 def _replicates(frame):
-  """(design point per row or None, what the bootstrap resamples): seeds within design points
-  where the frame has replicates, else the points themselves (which resamples the design)."""
-  from research.scaling import table
-  design = table.design_points(frame.N.to_numpy(float), frame.D.to_numpy(float),
-                               frame.run.to_numpy())
-  if len(set(design)) < len(design):
-    return design, "seeds within design points"
-  return None, "points (one seed: the design is resampled)"
+  """(design point per row or None, what the bootstrap resamples), as the Chinchilla fits have
+  it: seeds within design points where the frame has replicate seeds, else the runs."""
+  from research.scaling import approaches
+  runs = ladder_points.runs_under(frame, "N", "full")
+  return runs.bootstrap_points(), approaches.resample_kind(runs)
 
 
 def laws(points, n_column: str, count: str, n_boot: int, min_tokens: float = 0.0) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -162,7 +163,7 @@ def test_the_committed_joint_fit_comes_from_the_committed_tables(tmp_path, capsy
   """results/joint/cpu/fit.json is what its README's command writes from the two committed v2
   tables (the point fit; the bootstrap is left to the committed file)."""
   root = os.path.join(os.path.dirname(__file__), "..")
-  committed = json.load(open(os.path.join(root, "results/joint/cpu/fit.json")))
+  committed = json.loads(pathlib.Path(root, "results/joint/cpu/fit.json").read_text())
   tables = [os.path.join(root, f"results/{s}/cpu/runs.csv") for s in ("chinchilla", "kaplan")]
   code, out, err = run([*tables, "--where", "role=point", "--n", "N", "--d", "D", "--loss",
                         "val_loss", "--run", "run", "--seeds", "seed", "--n-convention", "total",
@@ -170,7 +171,7 @@ def test_the_committed_joint_fit_comes_from_the_committed_tables(tmp_path, capsy
                         "--no-plots"], capsys)
   assert code == 0, err
   assert out.startswith("174 runs.")
-  got = json.load(open(tmp_path / "joint" / "fit.json"))["approaches"]["3"]
+  got = json.loads((tmp_path / "joint" / "fit.json").read_text())["approaches"]["3"]
   want = committed["approaches"]["3"]
   for name, value in want["fit"]["params"].items():
     assert got["fit"]["params"][name] == pytest.approx(value, rel=1e-6), name

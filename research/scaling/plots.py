@@ -295,11 +295,11 @@ def _law_line(ax, law: dict, label: str) -> None:
           label="extrapolated")
 
 
-def _paper_slope(ax, x, y, alpha: float, label: str) -> None:
-  """A reference line of slope -alpha (log-log) through the geometric middle of (x, y)."""
+def _reference_slope(ax, x, y, slope: float, label: str) -> None:
+  """A reference line of the given log-log slope through the geometric middle of (x, y)."""
   x0, y0 = np.exp(np.mean(np.log(x))), np.exp(np.mean(np.log(y)))
   grid = np.geomspace(np.min(x), np.max(x), 20)
-  ax.plot(grid, y0 * (grid / x0) ** -alpha, color="tab:red", ls="--", lw=0.9, alpha=0.7,
+  ax.plot(grid, y0 * (grid / x0) ** slope, color="tab:red", ls="--", lw=0.9, alpha=0.7,
           label=label)
 
 
@@ -332,12 +332,12 @@ def kaplan_laws(points, n_column: str, fits: dict):
     fig.colorbar(shown, ax=ax, label="log10 D (tokens)" if ax is ax_n else f"log10 {label_n}")
     if "alpha" in law:
       _law_line(ax, law, f"fit: alpha = {law['alpha']:.3f} (filled points)")
-      _paper_slope(ax, x[used], points.val_loss[used], KAPLAN_2020[name],
-                   f"Kaplan et al. 2020: {KAPLAN_2020[name]}")
+      _reference_slope(ax, x[used], points.val_loss[used], -KAPLAN_2020[name],
+                       f"Kaplan et al. 2020: {KAPLAN_2020[name]}")
       ax.legend(fontsize=7)
     else:  # the paper's slope through every point, so the reference is there regardless
-      _paper_slope(ax, x, points.val_loss, KAPLAN_2020[name],
-                   f"Kaplan et al. 2020: {KAPLAN_2020[name]} (slope only)")
+      _reference_slope(ax, x, points.val_loss, -KAPLAN_2020[name],
+                       f"Kaplan et al. 2020: {KAPLAN_2020[name]} (slope only)")
       ax.legend(fontsize=7, loc="upper right")
       ax.text(0.03, 0.05, textwrap.fill(f"{law_key}: {law.get('skipped', 'not measured')}", 60),
               fontsize=7, transform=ax.transAxes)
@@ -357,7 +357,7 @@ def kaplan_laws(points, n_column: str, fits: dict):
       c = np.asarray(env["C"])
       ax_c.plot(c, (frontier["X_c"] / c) ** frontier["alpha"], "k-", lw=1.2,
                 label=f"L(C_min): alpha_C = {frontier['alpha']:.3f}; N_opt ~ C^{frontier['a']:.2f}")
-      _paper_slope(ax_c, c, env["L"], KAPLAN_2020["alpha_C"], "Kaplan et al. 2020: 0.050")
+      _reference_slope(ax_c, c, env["L"], -KAPLAN_2020["alpha_C"], "Kaplan et al. 2020: 0.050")
     _optimal_sizes(ax_a, env, frontier, label_n)
   _log_axes(ax_c, f"training compute C = {k:.3g} N D (FLOPs)", "held-out loss (nats/token)",
             "L against compute", logy=True)
@@ -384,8 +384,8 @@ def _optimal_sizes(ax, env: dict, frontier: dict, label_n: str) -> None:
     grid = np.geomspace(c[inside].min(), c[inside].max(), 30)
     ax.plot(grid, law["coefficient"] * grid ** law["exponent"], "k-", lw=1.2,
             label=f"fit: N_opt ~ C^{law['exponent']:.2f}")
-    _paper_slope(ax, c[inside], n[inside], -KAPLAN_2020["a"],
-                 f"Kaplan et al. 2020: C^{KAPLAN_2020['a']}")
+    _reference_slope(ax, c[inside], n[inside], KAPLAN_2020["a"],
+                     f"Kaplan et al. 2020: C^{KAPLAN_2020['a']}")
   ax.legend(fontsize=7)
 
 

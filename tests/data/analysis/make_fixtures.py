@@ -37,6 +37,9 @@ began resampling by run (seeds within design points where there are replicates, 
 smoke has one seed, so it still resamples the points, but in the order of the run ids, which
 moved its intervals and failure count; the frontier gained `n_law` (N_opt's power law, drawn
 in the figure) and the bootstrap its `resample`. No point fit moved.
+Later still on 2026-12-03 that file's `resample` label was rewritten by `--refit` when Kaplan
+began to share Chinchilla's description of what a bootstrap resamples (one seed column absent:
+"runs (the design itself ...)"); no number moved.
 """
 
 import json
