@@ -246,11 +246,12 @@ def analyze(workdir: str, flops=None) -> dict:
       report["heldout_optimum"] = heldout_optimum(runs, budget_ids, options)
     except UserError as e:  # too few points below the largest budget
       report["heldout_optimum"] = dict(skipped=str(e))
+    drawn = dict(report)  # with the bootstrap samples: the allocation figure draws their band
     report["approaches"] = {k: {kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"}
                             for k, v in report["approaches"].items()}
     fits[name] = report
     if name == HEADLINE:
-      headline_runs, headline = runs, report
+      headline_runs, headline = runs, drawn
   edges = []
   for budget, group in points.groupby("budget"):
     best = group.N.iloc[int(np.argmin(group.val_loss.to_numpy()))]

@@ -92,8 +92,16 @@ def test_chinchilla_smoke_trains_branches_and_fits_the_three_approaches(chinchil
   assert before and [r["loss"] for r in mine if r["step"] < int(step)] == before
 
 
-def test_allocation_at_the_users_budget_and_a_bad_option(chinchilla_sweep, capsys):
+def test_allocation_at_the_users_budget_and_a_bad_option(chinchilla_sweep, capsys, monkeypatch):
+  from research.scaling import plots
+  drawn = []
+  allocation = plots.allocation
+  monkeypatch.setattr(plots, "allocation", lambda results, *a, **k: (
+      drawn.append(results), allocation(results, *a, **k))[1])
   assert main(["analyze", "--workdir", str(chinchilla_sweep), "--flops", "1e20,1e22"]) == 0
+  # the figure gets Approach 3's bootstrap samples (its band); fit.json does not keep them
+  assert len(drawn) == 1 and len(drawn[0]["3"]["bootstrap_samples"]["alpha"]) > 0
+  assert "bootstrap_samples" not in (chinchilla_sweep / "fit.json").read_text()
   fit = json.loads((chinchilla_sweep / "fit.json").read_text())
   rows = fit["summary"][chinchilla.HEADLINE]["approach3"]["allocation"]
   assert [r["C"] for r in rows] == [1e20, 1e22]
