@@ -130,7 +130,7 @@ def test_replicate_seeds_are_resampled_within_design_points(tmp_path, capsys):
             "--bootstrap", "40", "--window", "all", "--no-plots"]
   code, out, err = run(common + ["--seeds", "seed"], capsys)
   assert code == 0, err
-  assert "resamples of seeds within design points (25 points, 2-2 seeds each)" in out, out
+  assert "resamples of seeds within design points (25 points, 2 seeds each)" in out, out
   code, out, _ = run(common, capsys)
   assert code == 0 and "resamples of runs (the design itself: no seed column given)" in out
   code, _, err = run(common + ["--window", "0.5"], capsys)

@@ -190,7 +190,10 @@ def test_bootstrap_over_seeds_accounts_for_every_resample():
   assert runs.replicates() == dict(design_points=42, seeds_min=2, seeds_max=2)
   boot = approaches.bootstrap_allocation(lambda r, weights=None: approaches.approach2(
       r, weights=weights), runs, 60, seed=0, ci=0.95)
-  assert boot["resample"].startswith("seeds within design points (42 points, 2-2 seeds")
+  assert boot["resample"] == "seeds within design points (42 points, 2 seeds each)"
+  uneven = _runs(n[1:], d[1:], flops[1:], loss[1:], points=points[1:])  # one point lost a seed
+  assert approaches.resample_kind(uneven) == ("seeds within design points (42 points, 1-2 seeds "
+                                              "each; points with one seed are held fixed)")
   assert boot["n_failed"] == 0 and boot["n_converged"] == 60 and boot["failures"] == {}
   lo, hi = boot["intervals"]["a"]
   assert lo < TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"]) + 0.03 and hi - lo < 0.1

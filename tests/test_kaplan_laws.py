@@ -64,7 +64,7 @@ def test_short_runs_are_left_out_and_seeds_are_resampled_within_their_points():
   for key in ("L(N), converged in D", "L(D), data-limited"):
     boot = laws[key]["bootstrap"]
     assert boot["resample"].startswith("seeds within design points (")
-    assert boot["resample"].endswith(" points, 2-2 seeds each)") and boot["n_failed"] == 0
+    assert boot["resample"].endswith(" points, 2 seeds each)") and boot["n_failed"] == 0
     lo, hi = boot["interval"]
     assert lo <= laws[key]["alpha"] <= hi
 

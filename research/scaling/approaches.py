@@ -247,8 +247,9 @@ def resample_kind(runs: table.Runs) -> str:
   if info["seeds_max"] < 2:
     return "runs (the design itself: one seed per design point)"
   held = "" if info["seeds_min"] >= 2 else "; points with one seed are held fixed"
-  return (f"seeds within design points ({info['design_points']} points, "
-          f"{info['seeds_min']}-{info['seeds_max']} seeds each{held})")
+  seeds = (f"{info['seeds_max']}" if info["seeds_min"] == info["seeds_max"]
+           else f"{info['seeds_min']}-{info['seeds_max']}")
+  return f"seeds within design points ({info['design_points']} points, {seeds} seeds each{held})"
 
 
 def _reason(e: Exception) -> str:
@@ -257,7 +258,7 @@ def _reason(e: Exception) -> str:
 
 
 def heldout_check(runs: table.Runs, budget_ids, n_held: int = 1, **fit_options) -> dict:
-  """Fit Hoffmann's law without the largest n_held budgets; the error of its loss predicted there."""
+  """Hoffmann's law fitted without the largest n_held budgets; its error predicting them."""
   order = np.unique(budget_ids)
   if len(order) <= n_held:
     raise UserError(f"held-out check: {len(order)} budget(s), cannot hold out {n_held}")
