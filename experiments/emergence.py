@@ -26,6 +26,7 @@ import math
 import os
 
 import ml_collections
+import numpy as np
 
 from experiments import common, lm
 from research import store
@@ -39,18 +40,15 @@ from research.train.recipe import Recipe
 
 PRESETS = ("smoke", "pilot", "cpu")
 
-# (family, weight in the task part of the mixture), fixed from the pilots
-# (results/emergence/pilot/README.md): an even mixture taught no model of up to 0.23M parameters
-# any addition in 2.6M tokens, and a 45% share of plain addition spread evenly over k = 1..5 taught
-# the 1M model 1-digit addition only. So 3-digit addition gets the largest share (with its
-# multiple-choice form, 32% of the task lines), 2-digit the next, and the other families enough
-# to be scored.
+# (family, weight in the task part of the mixture). v1 (results/emergence/pilot/README.md, and
+# the v1 study in git history) gave 3-digit addition the largest share; v2 keeps v1's weights for
+# plain addition, its multiple-choice and question forms, and drops the families no v1 model
+# learned at any size (reversed order, 2-digit multiplication, unscrambling, sparse parity: 34%
+# of v1's task lines), raising add4 from 1.5 to 3 so that it may cross at the top of the ladder
+# (PREREGISTRATION-emergence-v2.md).
 CPU_FAMILIES = (
-    ("add1", 1), ("add2", 3), ("add3", 6), ("add4", 1.5), ("add5", 1.5),
-    ("add1_reversed", 0.5), ("add2_reversed", 0.5), ("add3_reversed", 2), ("add4_reversed", 0.5),
-    ("add5_reversed", 0.5),
-    ("add2_qa", 0.25), ("add3_qa", 0.25), ("add4_qa", 0.25), ("add5_qa", 0.25),
-    ("add3_mc", 1), ("mul2", 0.5), ("unscramble", 0.5), ("parity", 2))
+    ("add1", 1), ("add2", 3), ("add3", 6), ("add4", 3), ("add5", 1.5), ("add3_mc", 1),
+    ("add2_qa", 0.25), ("add3_qa", 0.25), ("add4_qa", 0.25), ("add5_qa", 0.25))
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
@@ -64,13 +62,17 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   names, weights = zip(*CPU_FAMILIES)
   c.tasks = ml_collections.ConfigDict(dict(
       families=names, weights=weights, text_fraction=0.1,
-      split_seed=0, heldout_fraction=0.1, eval_examples=100,
+      split_seed=0, heldout_fraction=0.1, family_heldout=("add1=0.3",), eval_examples=100,
       bigbench="../shared/data/bigbench/arithmetic", bigbench_examples=100,
       lexicon="../shared/data/text/gutenberg", lexicon_size=1000,
       parity_tasks=8, parity_bits=8, parity_k=2, parity_alpha=0.4, edit_distance=True))
   c.sweep = ml_collections.ConfigDict(dict(
-      n_min=1.2e4, n_max=1e6, sizes=6, seeds=(0, 1, 2), positions=("rotary", "learned"),
-      learned_seeds=(0,), learned_n_max=5e5, head_size=16, aspect=32.0, ff_ratio=4))
+      n_min=1.2e4, n_max=1e6, sizes=6, seeds=(0, 1, 2), positions=("rotary",),
+      learned_seeds=(), learned_n_max=5e5, head_size=16, aspect=32.0, ff_ratio=4,
+      # held-out-model validation (research/scaling/ability_forecast.py): the top
+      # `heldout_rungs` sizes are forecast from runs of at most `fit_fraction` of their compute
+      heldout_rungs=2, fit_fraction=0.25, forecast_level=0.5, forecast_boot=200,
+      forecast_tolerance=0.10, crossing_tolerance=0.3))
   # The pilots (results/emergence/pilot/): 1 thread per run, the 1M model trains its 3.07M
   # tokens in about 600 s with its evaluations; learned positions up to 0.5M parameters keep the
   # plan at about 4,400 worker-seconds: under 40 minutes on 2 workers, largest runs first.
@@ -82,10 +84,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
                    weights=(1, 1, 1, 1, 1), eval_examples=16, bigbench="",
                    bigbench_examples=16, lexicon="", parity_tasks=4, parity_bits=6)
     c.sweep.update(n_min=3e3, n_max=1.2e4, sizes=2, seeds=(0,), positions=("rotary",),
-                   learned_seeds=())
-  elif preset == "pilot":
-    c.sweep.update(n_min=1.5e5, n_max=1e6, sizes=2, seeds=(0,), positions=("rotary",),
-                   learned_seeds=())
+                   learned_seeds=(), heldout_rungs=1, fit_fraction=1.0, forecast_boot=20)
+  elif preset == "pilot":  # v2's pilot P1 (PREREGISTRATION-emergence-v2.md)
+    c.sweep.update(n_min=1.5e5, n_max=1e6, sizes=3, seeds=(0,), heldout_rungs=1)
   elif preset != "cpu":
     raise UserError(f"preset {preset!r}: allowed: {', '.join(PRESETS)}")
   return c
@@ -103,6 +104,7 @@ def validate(c) -> None:
   require(0 <= t.text_fraction < 1, "tasks.text_fraction", t.text_fraction, "must be in [0, 1)")
   require(0 < t.heldout_fraction < 1, "tasks.heldout_fraction", t.heldout_fraction,
           "must be in (0, 1)")
+  heldout_fractions(t)  # its errors now
   for field in ("eval_examples", "bigbench_examples", "lexicon_size"):
     require(isinstance(t[field], int) and t[field] >= 1, f"tasks.{field}", t[field],
             "must be a positive integer")
@@ -116,6 +118,16 @@ def validate(c) -> None:
   require(len(s.seeds) >= 1, "sweep.seeds", s.seeds, "needs at least one seed")
   require(set(s.positions) <= {"rotary", "learned"} and len(s.positions) >= 1, "sweep.positions",
           s.positions, "allowed: rotary, learned (one or both)")
+  require(isinstance(s.heldout_rungs, int) and 1 <= s.heldout_rungs < s.sizes,
+          "sweep.heldout_rungs", s.heldout_rungs,
+          f"must be an integer in [1, sweep.sizes) = [1, {s.sizes}): sizes to fit on must remain")
+  require(0 < s.fit_fraction <= 1, "sweep.fit_fraction", s.fit_fraction, "must be in (0, 1]")
+  require(0 < s.forecast_level < 1, "sweep.forecast_level", s.forecast_level,
+          "must be in (0, 1)")
+  require(isinstance(s.forecast_boot, int) and s.forecast_boot >= 1, "sweep.forecast_boot",
+          s.forecast_boot, "must be a positive integer")
+  for field in ("forecast_tolerance", "crossing_tolerance"):
+    require(s[field] > 0, f"sweep.{field}", s[field], "must be positive")
   rungs(c)  # the ladder's errors now
 
 
@@ -151,6 +163,24 @@ size = lm_recipe.size
 
 # One run.
 
+def heldout_fractions(t) -> dict[str, float]:
+  """{family: held-out fraction} from tasks.family_heldout ("NAME=FRACTION" entries): families
+  with few problems (add1 has 100) hold out more than tasks.heldout_fraction, so that their test
+  set is not a handful of problems."""
+  out = {}
+  for item in t.family_heldout:
+    name, sep, value = str(item).partition("=")
+    try:
+      fraction = float(value)
+    except ValueError:
+      fraction = None
+    require(sep == "=" and name in t.families and fraction is not None and 0 < fraction < 1,
+            "tasks.family_heldout", t.family_heldout,
+            "entries NAME=FRACTION with NAME one of tasks.families and FRACTION in (0, 1)")
+    out[name] = fraction
+  return out
+
+
 def families(c) -> list[task_families.Family]:
   """The task families of c.tasks, with the study's hold-out; BIG-bench's own addition problems
   (tasks.bigbench) are excluded from the question-form training as well, so that no example of
@@ -167,9 +197,9 @@ def families(c) -> list[task_families.Family]:
     exclude = set()
     if name.endswith("_qa") and t.bigbench:
       exclude = bigbench.bigbench_keys(bigbench_task(c, int(name[3])))
+    fraction = heldout_fractions(t).get(name, t.heldout_fraction)
     out.append(task_families.family(name, holdout_seed=t.split_seed,
-                                    holdout_fraction=t.heldout_fraction, exclude=exclude,
-                                    **params))
+                                    holdout_fraction=fraction, exclude=exclude, **params))
   return out
 
 
@@ -254,11 +284,13 @@ def analyze(workdir: str) -> dict:
                            for x in ability.crossings(df, tasks, p, FORECAST_TOLERANCE)]
     record["smoothness"] = ability.smoothness(df, tasks, positions[0])
     out.csv("forecast.csv", pd.DataFrame(_forecast_rows(record["crossings"], positions[0])))
+    results = _heldout_forecasts(workdir, df, tasks, positions[0], record)
+    out.csv("heldout_forecast.csv", pd.DataFrame(record["heldout_forecast"]["rows"]))
     c_tasks = store.read_sweep(workdir)["runs"][0]["config"]["tasks"]
     weights = ability.parity_weights(c_tasks, list(df.task.unique()))
     if weights:
       record["parity"] = _parity(df, weights, positions[0])
-    _figures(out, df, cal, tasks, positions[0], record, weights)
+    _figures(out, df, cal, tasks, positions[0], record, weights, results)
     record["tasks"] = tasks
   record["analysis_s"] = time.perf_counter() - started
   return out.fit(record, format_report)
@@ -273,6 +305,41 @@ def _forecast_rows(crossings: list[dict], positions: str) -> list[dict]:
           for method in ("per_token", "exact_match")]
 
 
+def _heldout_forecasts(workdir: str, df, tasks: list[str], positions: str,
+                       record: dict) -> list[dict]:
+  """The held-out-model validation (research/scaling/ability_forecast.py) of every task that has
+  a forecast form, into record["heldout_forecast"]; returns the per-task results (for figures)."""
+  from research import config as config_lib
+  from research.scaling import ability_forecast as af
+  s = config_lib.preset(get_config, store.read_sweep(workdir)).sweep
+  rows = df[df.positions == positions]
+  entry = dict(heldout_rungs=s.heldout_rungs, fit_fraction=s.fit_fraction,
+               level=s.forecast_level, n_boot=s.forecast_boot,
+               tolerance=s.forecast_tolerance, crossing_tolerance=s.crossing_tolerance,
+               positions=positions, rows=[], tasks=[])
+  record["heldout_forecast"] = entry
+  try:
+    parts = af.split(rows, s.heldout_rungs, s.fit_fraction)
+  except UserError as e:
+    entry["note"] = str(e)
+    return []
+  entry.update(heldout=parts["heldout"], fit_sizes=parts["fit_sizes"], c_max=parts["c_max"],
+               fit_runs=len(parts["fit_runs"]))
+  results = [af.forecast_task(rows, t, parts, level=s.forecast_level, n_boot=s.forecast_boot)
+             for t in tasks if af.task_kind(rows, t)]
+  entry["rows"] = af.table(results, tolerance_metric=s.forecast_tolerance,
+                           tolerance_decades=s.crossing_tolerance)
+  for r in results:
+    above = bool(np.nanmin(r["observed"]) > s.forecast_level) if len(r["observed"]) else False
+    two = [x for x in entry["rows"] if x["task"] == r["task"] and x["method"] == "two_step"]
+    entry["tasks"].append(dict(
+        task=r["task"], metric=r["kind"]["metric"], heldout_above_level=above,
+        passed=(all(x["within"] for x in two) and bool(two[0]["n50_within"])) if above and two
+        else None, law=r["chain"].law.params if r["chain"] else None,
+        link=r["chain"].link if r["chain"] else None, note=two[0]["note"] if two else ""))
+  return results
+
+
 def _parity(df, weights: dict, positions: str) -> dict:
   """Multitask sparse parity: the mean answer loss's power law in N, each subtask's sharpness."""
   final = ability.final(df[(df.positions == positions) & (df.metric == "target_logprob")])
@@ -284,12 +351,25 @@ def _parity(df, weights: dict, positions: str) -> dict:
 
 
 def _figures(out, df, cal, tasks: list[str], positions: str, record: dict,
-             weights: dict) -> None:
+             weights: dict, results: list[dict]) -> None:
   from research.scaling import ability_plots
   levels = {t: ability.chance(t) for t in tasks}
+  shown = ability_plots.informative(df, tasks, positions=positions) or tasks[:1]
+  record["panels"] = shown  # the other tasks are in report.md's table only
   for x, name in (("C", "exact_match_vs_c"), ("N", "exact_match_vs_n")):
-    out.figure(ability_plots.exact_match_panels(df, tasks, x=x, chance=levels,
+    out.figure(ability_plots.exact_match_panels(df, shown, x=x, chance=levels,
                                                 positions=positions), name)
+  forecast = [r for r in results if r["task"] in shown or r["kind"]["metric"] !=
+              "exact_match"]
+  if forecast:
+    out.figure(ability_plots.forecast_panels(forecast, df, positions,
+                                             record["heldout_forecast"]["fit_fraction"]),
+               "forecast")
+    if any(r.get("chain") is not None for r in forecast):
+      out.figure(ability_plots.two_step_steps(forecast), "two_step")
+  choice = [t for t in tasks if len(df[(df.task == t) & (df.metric == "mc_p_correct")])]
+  if choice:
+    out.figure(ability_plots.choice_decomposition(df, choice, positions), "choices")
   headline = [t for t in ("add1", "add2", "add3", "add4", "add5", "add3_reversed", "mul2",
                           "unscramble", "parity") if t in tasks]
   out.figure(ability_plots.metric_grid(df, headline, ["exact_match"] + list(ability.CONTINUOUS),
@@ -344,6 +424,10 @@ def format_report(record: dict) -> str:
                  f"{'-' if c50 is None or math.isnan(c50) else f'{c50:.3g}'} | "
                  f"{fc_or_none('per_token')} | {fc_or_none('exact_match')} | "
                  f"{x['models_used']} |")
+  lines += _heldout_report(record.get("heldout_forecast"))
+  if record.get("panels"):
+    lines += ["", "Tasks drawn as panels (seed-mean exact match at least 0.1 above chance at "
+              f"some size): {', '.join(record['panels'])}; the others are in the tables only."]
   lines += ["", "## Smoothness in log N (BIG-bench breakthroughness and linearity; "
             "edit distance and Brier negated so that up is better)", "",
             "| task | metric | breakthroughness | linearity | monotone | improving steps |",
@@ -361,3 +445,54 @@ def format_report(record: dict) -> str:
                      f"{t.rsplit('_', 1)[1]} {v:.2f}" for t, v in
                      record["parity"]["subtask_sharpness"].items()))
   return "\n".join(lines) + "\n"
+
+
+def _finite(value) -> str:
+  """An interval's end: '-' when there is none, 'inf' for resamples that never reach."""
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "-"
+  return "inf" if math.isinf(value) else _n(value)
+
+
+def _heldout_report(entry: dict | None) -> list[str]:
+  if not entry:
+    return []
+  lines = ["", f"## Held-out models forecast from smaller ones ({entry['positions']} positions)",
+           ""]
+  if "heldout" not in entry:
+    return lines + [f"No forecast: {entry.get('note', '')}"]
+  lines += [f"Held out: the top {entry['heldout_rungs']} sizes (N = "
+            f"{', '.join(_n(n) for n in entry['heldout'])}); fitted on the {entry['fit_runs']} "
+            f"runs of at most {entry['fit_fraction']:g} of their compute (sizes "
+            f"{', '.join(_n(n) for n in entry['fit_sizes'])}). A forecast passes when every "
+            f"held-out size's seed-mean metric is within {entry['tolerance']:g} and the "
+            f"{entry['level']:g} crossing within {entry['crossing_tolerance']:g} decades of N; "
+            f"intervals: 95% over {entry['n_boot']} resamples of seeds within sizes.", "",
+            "| task | metric | N | observed | two-step (95%) | extrapolated metric | "
+            "extrapolated per-token | N50 observed | N50 two-step (95%; decades) | "
+            "N50 metric / per-token (decades) | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+  rows = entry["rows"]
+
+  def f(v, fmt="{:.2f}"):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+  def dec(v):
+    return "" if v is None else f" ({v:+.2f})"
+  for r in [x for x in rows if x["method"] == "two_step"]:
+    same = {x["method"]: x for x in rows if x["task"] == r["task"] and x["N"] == r["N"]}
+    em, tok = same.get("exact_match"), same.get("per_token")
+    direct = " / ".join(f"{_n(x['n50_predicted'])}{dec(x['decades'])}" if x else "-"
+                        for x in (em, tok))
+    lines.append(
+        f"| {r['task']} | {r['metric']} | {_n(r['N'])} | {f(r['observed'])} | "
+        f"{f(r['predicted'])} [{f(r['lo'])}, {f(r['hi'])}] | {f(em and em['predicted'])} | "
+        f"{f(tok and tok['predicted'])} | {_n(r['n50_observed'])} | "
+        f"{_n(r['n50_predicted'])} [{_finite(r['n50_lo'])}, {_finite(r['n50_hi'])}]"
+        f"{dec(r['decades'])} | "
+        f"{direct} | {r['note']} |")
+  verdicts = [t for t in entry["tasks"] if t["heldout_above_level"]]
+  lines += ["", "Tasks whose held-out models all exceed the level: " + (", ".join(
+      f"{t['task']} {'pass' if t['passed'] else 'miss'}" for t in verdicts) or "none") + "."]
+  return lines
+

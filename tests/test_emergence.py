@@ -37,7 +37,8 @@ def test_smoke_sweep_scores_every_task_at_every_evaluation(smoke):
   for task in cfg.tasks.families:
     names = set(df[df.task == task].metric)
     assert {"exact_match", "token_accuracy", "target_logprob", "edit_distance", "brier"} <= names
-  assert {"multiple_choice_grade", "ece"} <= set(df[df.task == "add3_mc"].metric)
+  assert {"multiple_choice_grade", "ece", "mc_logprob_correct", "mc_p_correct_renorm",
+          "mc_p_wrong_max_renorm"} <= set(df[df.task == "add3_mc"].metric)
   assert set(df[df.task.str.startswith("parity_t")].task) == {f"parity_t{i:02d}" for i in range(4)}
   em = df[df.metric == "exact_match"].value
   assert em.between(0, 1).all()
@@ -131,3 +132,30 @@ def test_parity_mean_loss_and_power_law():
   law = ability.power_law(mean.index, mean.values)
   assert law["alpha"] == pytest.approx(1.0) and law["r2"] == pytest.approx(1.0)
   assert ability.sharpness([1, 2, 3, 4], [1.0, 1.0, 0.1, 0.0]) == pytest.approx(0.9)
+
+
+def test_every_seed_of_the_plan_is_validated_on_the_same_text():
+  """Acceptance 3 of PREREGISTRATION-emergence-v2.md: the text-loss row is one held-out set."""
+  c = emergence.get_config("smoke")
+  with c.unlocked():
+    c.sweep.seeds = (0, 1, 2)
+  emergence.validate(c)
+  runs = emergence.plan(c)
+  assert {r.seed for r in runs} == {0, 1, 2} and len({r.data.split_seed for r in runs}) == 1
+  one_size = [r for r in runs if r.model.d_model == runs[0].model.d_model]
+  val = [emergence.load_data(r, emergence.families(r)).val_batches(2, 4, 32) for r in one_size]
+  for other in val[1:]:
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(val[0], other))
+
+
+def test_family_heldout_gives_add1_a_larger_test_set():
+  c = emergence.get_config("cpu")
+  fams = {f.name: f for f in emergence.families(c)}
+  assert fams["add1"].holdout_fraction == 0.3 and fams["add2"].holdout_fraction == 0.1
+  test = task_families.eval_task(fams["add1"], c.tasks.eval_examples)
+  assert 20 <= len(test.examples) <= 40  # about 30 of add1's 100 problems
+  for bad in (("add9=0.3",), ("add1=1.5",), ("add1",)):
+    with c.unlocked():
+      c.tasks.family_heldout = bad
+    with pytest.raises(UserError, match="tasks.family_heldout"):
+      emergence.validate(c)

@@ -189,6 +189,20 @@ def test_multiple_choice():
     metrics.multiple_choice([0.0, 1.0], 2)
 
 
+def test_choice_mass_decomposes_the_grade():
+  """Schaeffer et al. 2024's steps: likelihood of the correct choice, renormalised, top wrong."""
+  from research.evals import scorer
+  # unnormalised likelihoods 0.1 (correct), 0.3, 0.1: log P = log 0.1; renormalised 0.2; wrong 0.6
+  log_correct, renorm, wrong = scorer._choice_mass(np.log([0.1, 0.3, 0.1]), [1, 0, 0])
+  assert log_correct == pytest.approx(np.log(0.1)) and renorm == pytest.approx(0.2)
+  assert wrong == pytest.approx(0.6)
+  # two correct choices (BIG-bench target_scores > 0) pool their mass
+  log_correct, renorm, wrong = scorer._choice_mass(np.log([0.2, 0.05, 0.25]), [1, 0, 0.5])
+  assert log_correct == pytest.approx(np.log(0.45)) and renorm == pytest.approx(0.9)
+  assert wrong == pytest.approx(0.1)
+  assert scorer._choice_mass([-1e4, -1e4 - 1], [0, 1])[0] == pytest.approx(-1e4 - 1)  # no underflow
+
+
 def test_ece_and_reliability():
   rng = np.random.default_rng(0)
   conf = rng.uniform(0, 1, 200_000)

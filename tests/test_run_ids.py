@@ -10,7 +10,9 @@ presets' own ids and no run id of any plan; experiments/lr_corners.py's presets 
 then, and lr_transfer's sweep group gained sweep.variants, which moved its presets' own ids and
 no run id of a plan; and again that day when the Chinchilla cpu / synthetic and Kaplan cpu
 presets became the pre-registered v2 plans, results/PREREGISTRATION-scaling-v2.md, which moved
-those three presets and their plans).
+those three presets and their plans; and on 2026-12-07 when the emergence presets became v2's
+(results/PREREGISTRATION-emergence-v2.md: its mixture, tasks.family_heldout, its ladder), which
+moved the three emergence presets and their plans and nothing else).
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)

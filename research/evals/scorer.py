@@ -7,9 +7,12 @@ Two uses:
     decoding reproduces the answer and stops: see research/evals/generate.py), token_accuracy,
     target_logprob (nats, summed over the answer's tokens), brier (per token, over the
     vocabulary), edit_distance (tokens, greedy output against the answer) and answer_tokens;
-    examples with target_scores add multiple_choice_grade, mc_brier and ece, and the reliability
-    diagram's bins. Examples with a `group` (sparse parity's subtasks) are also scored per group,
-    as tasks named TASK_GROUP.
+    examples with target_scores add multiple_choice_grade, mc_brier and ece, the reliability
+    diagram's bins, and Schaeffer et al. (2024)'s decomposition: mc_logprob_correct and
+    mc_p_correct (the correct choice's likelihood, unnormalised), mc_p_correct_renorm (renormalised
+    over the choices) and mc_p_wrong_max_renorm (the mass on the most likely wrong choice).
+    Examples with a `group` (sparse parity's subtasks) are also scored per group, as tasks named
+    TASK_GROUP.
   * `bigbench_scores`: a task scored as BIG-bench scores it (`python -m launch eval`): generative
     examples by exact_str_match of the post-processed greedy output (stop string, output regex),
     examples with target_scores by multiple_choice_grade over the log-likelihoods of the choices.
@@ -92,13 +95,34 @@ def _cut(output, stop):
   return output[:output.index(stop) + 1] if stop in output else output
 
 
+def _choice_mass(logps, target_scores) -> tuple[float, float, float]:
+  """Schaeffer et al. (2024)'s steps from a choice's likelihood to the grade, for one example:
+  (log P(correct choices) under the model, unnormalised; P(correct) renormalised over the
+  choices; the renormalised P of the most likely wrong choice). Correct: target score > 0."""
+  logp = np.asarray(logps, np.float64)
+  correct = np.asarray(target_scores, np.float64) > 0
+  top = logp.max()
+  log_correct = float(np.log(np.sum(np.exp(logp[correct] - top))) + top) if correct.any() \
+      else -np.inf
+  probs = np.exp(logp - top)
+  probs /= probs.sum()
+  wrong = probs[~correct]
+  return log_correct, float(probs[correct].sum()), float(wrong.max()) if wrong.size else 0.0
+
+
 def _multiple_choice(examples, choice_scores) -> dict:
   graded = [metrics.multiple_choice(logps, target_scores=[e.target_scores[o] for o in options])
             for e, (options, logps) in zip(examples, choice_scores)]
   confidence = [g.confidence for g in graded]
   correct = [g.correct for g in graded]
   table = metrics.reliability(confidence, correct, CALIBRATION_BINS)
+  parts = np.array([_choice_mass(logps, [e.target_scores[o] for o in options])
+                    for e, (options, logps) in zip(examples, choice_scores)])
   out = {"multiple_choice_grade": float(np.mean([g.grade for g in graded])),
+         "mc_logprob_correct": float(parts[:, 0].mean()),
+         "mc_p_correct": float(np.exp(parts[:, 0]).mean()),
+         "mc_p_correct_renorm": float(parts[:, 1].mean()),
+         "mc_p_wrong_max_renorm": float(parts[:, 2].mean()),
          "mc_brier": float(np.mean([g.brier for g in graded])),
          "ece": metrics.ece(confidence, correct, CALIBRATION_BINS),
          "chance": float(np.mean([1.0 / len(e.target_scores) for e in examples]))}

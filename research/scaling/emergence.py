@@ -133,7 +133,8 @@ def sharpness(n, loss) -> float:
 
 MAIN_METRICS = ("exact_match", "token_accuracy", "target_logprob", "edit_distance", "brier", "ece",
                 "multiple_choice_grade", "exact_match_lo", "exact_match_hi", "answer_tokens",
-                "chance")
+                "chance", "mc_logprob_correct", "mc_p_correct", "mc_p_correct_renorm",
+                "mc_p_wrong_max_renorm")
 CONTINUOUS = ("token_accuracy", "target_logprob", "edit_distance", "brier")
 def chance(task: str) -> float:
   """Exact match of a guess: 0.5 for sparse parity's one-bit answer (a constant guess is right
