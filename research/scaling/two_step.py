@@ -20,7 +20,8 @@ The bootstrap resamples runs (seeds) with replacement within each design point (
 runs that differ only in their seed, as `fit.resample_weights`), so every resample keeps the whole
 design; a design point with one run keeps it, and then contributes no spread. Both steps are
 refitted on each resample with the same run counts. Failed resamples are counted by cause
-(step 1 did not converge, step 2 did not), never dropped silently; a resample whose chain never
+(step 1 did not converge, with SciPy's L-BFGS-B as a second try; step 2 did not), never dropped
+silently; a resample whose chain never
 reaches the level has its crossing at infinity (counted, and kept in the interval).
 """
 
@@ -154,6 +155,21 @@ def fit_two_step(law_rows: pd.DataFrame, link_rows: pd.DataFrame, *, law: str = 
   return TwoStep(law_fit, link_fit, chance, upper, dict(inputs))
 
 
+def _refit_scipy(objective, start, inputs: dict, loss, weights):
+  """SciPy's L-BFGS-B (numerical gradient) on one resample, from the full-data winner: (theta,
+  converged). The batched L-BFGS can stop with "line search found no decrease" where the law is
+  flat (E at its floor of 0, say); this second optimizer decides."""
+  log_l = np.log(loss)
+
+  def value(theta):
+    with np.errstate(all="ignore"):
+      v = optimize.objective_value(np, objective, theta, inputs, log_l, weights)
+    return float(v) if np.isfinite(v) else 1e300
+
+  result = sp_optimize.minimize(value, np.asarray(start, np.float64), method="L-BFGS-B")
+  return result.x, bool(result.success and np.all(np.isfinite(result.x)))
+
+
 def bootstrap_two_step(chain: TwoStep, law_rows: pd.DataFrame, link_rows: pd.DataFrame,
                        targets: dict, *, level: float = 0.5, n_boot: int = 200, seed: int = 0,
                        ci: float = 0.95) -> dict:
@@ -175,6 +191,10 @@ def bootstrap_two_step(chain: TwoStep, law_rows: pd.DataFrame, link_rows: pd.Dat
   refit = optimize.lbfgs_jax(chain.law.objective, starts, x, law_rows.loss.to_numpy(np.float64),
                              counts[:, law_idx], maxiter=300)
   law_ok = np.isin(refit.status, optimize.CONVERGED)
+  thetas = np.array(refit.theta)
+  for b in np.flatnonzero(~law_ok):  # a second optimizer before a resample counts as failed
+    thetas[b], law_ok[b] = _refit_scipy(chain.law.objective, chain.law.theta, x,
+                                        law_rows.loss.to_numpy(np.float64), counts[b, law_idx])
   failures = {"step 1 did not converge": 0, "step 2 did not converge": 0}
   target_x = {k: np.asarray(v, np.float64) for k, v in targets.items()}
   losses, metrics, crossings = [], [], []
@@ -187,10 +207,10 @@ def bootstrap_two_step(chain: TwoStep, law_rows: pd.DataFrame, link_rows: pd.Dat
     if not lp["converged"]:
       failures["step 2 did not converge"] += 1
       continue
-    loss, metric = chain.predict(target_x, refit.theta[b], lp)
+    loss, metric = chain.predict(target_x, thetas[b], lp)
     losses.append(loss)
     metrics.append(metric)
-    x50 = chain.crossing(level, refit.theta[b], lp)
+    x50 = chain.crossing(level, thetas[b], lp)
     crossings.append(math.inf if x50 is None else x50)  # never reached: beyond any scale
   loss0, metric0 = chain.predict(target_x)
   losses, metrics = np.array(losses).reshape(-1, len(loss0)), np.array(metrics).reshape(
