@@ -17,7 +17,7 @@ the Wei-style and Schaeffer-style figures, calibration figures and report.md.
 Presets:
   smoke  two tiny sizes on the generated language and a few tasks, about 2 minutes on 2 CPU
          cores: the tests' path through train, evaluate and analyse.
-  pilot  the pilots that sized the study (results/emergence/pilot/README.md).
+  pilot  v2's pilot P1, which sized the ladder (results/emergence/pilot/README.md).
   cpu    the study: results/emergence/cpu/, at most 45 minutes on 2 CPU cores.
 """
 
@@ -40,7 +40,7 @@ from research.train.recipe import Recipe
 
 PRESETS = ("smoke", "pilot", "cpu")
 
-# (family, weight in the task part of the mixture). v1 (results/emergence/pilot/README.md, and
+# (family, weight in the task part of the mixture). v1 (results/emergence/pilot/README-v1.md, and
 # the v1 study in git history) gave 3-digit addition the largest share; v2 keeps v1's weights for
 # plain addition, its multiple-choice and question forms, and drops the families no v1 model
 # learned at any size (reversed order, 2-digit multiplication, unscrambling, sparse parity: 34%
@@ -66,8 +66,12 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
       bigbench="../shared/data/bigbench/arithmetic", bigbench_examples=100,
       lexicon="../shared/data/text/gutenberg", lexicon_size=1000,
       parity_tasks=8, parity_bits=8, parity_k=2, parity_alpha=0.4, edit_distance=True))
+  # The ladder: pilot P1's rule (PREREGISTRATION-emergence-v2.md; results/emergence/pilot/):
+  # add3 crossed 50% at N3 = 628,622 in P1, so n_max = 2 N3 and n_min = n_max / 40, 8 sizes;
+  # that plan's estimate (45.5 min) broke the 40-minute budget with only 4 fit sizes, so both
+  # ends came down 1.2x (39.9 min): 27,792 to 996,624 non-embedding parameters.
   c.sweep = ml_collections.ConfigDict(dict(
-      n_min=1.2e4, n_max=1e6, sizes=6, seeds=(0, 1, 2), positions=("rotary",),
+      n_min=26_193.0, n_max=1_047_704.0, sizes=8, seeds=(0, 1, 2), positions=("rotary",),
       learned_seeds=(), learned_n_max=5e5, head_size=16, aspect=32.0, ff_ratio=4,
       # held-out-model validation (research/scaling/ability_forecast.py): the top
       # `heldout_rungs` sizes are forecast from runs of at most `fit_fraction` of their compute
