@@ -433,7 +433,8 @@ def format_report(record: dict) -> str:
     lines += ["", "Tasks drawn as panels (seed-mean exact match at least 0.1 above chance at "
               f"some size): {', '.join(record['panels'])}; the others are in the tables only."]
   lines += ["", "## Smoothness in log N (BIG-bench breakthroughness and linearity; "
-            "edit distance and Brier negated so that up is better)", "",
+            "edit distance, Brier and the top wrong choice's mass negated so that up is better)",
+            "",
             "| task | metric | breakthroughness | linearity | monotone | improving steps |",
             "|---|---|---:|---:|---|---|"]
   for s in record["smoothness"]:

@@ -136,6 +136,10 @@ MAIN_METRICS = ("exact_match", "token_accuracy", "target_logprob", "edit_distanc
                 "chance", "mc_logprob_correct", "mc_p_correct", "mc_p_correct_renorm",
                 "mc_p_wrong_max_renorm")
 CONTINUOUS = ("token_accuracy", "target_logprob", "edit_distance", "brier")
+# Schaeffer et al. (2024)'s chain from a choice's likelihood to the grade (multiple-choice tasks)
+CHOICE_CHAIN = ("mc_logprob_correct", "mc_p_correct_renorm", "mc_p_wrong_max_renorm",
+                "multiple_choice_grade")
+LOWER_IS_BETTER = ("edit_distance", "brier", "mc_p_wrong_max_renorm")
 def chance(task: str) -> float:
   """Exact match of a guess: 0.5 for sparse parity's one-bit answer (a constant guess is right
   half the time), 0 for the other generated answers."""
@@ -210,16 +214,17 @@ def crossings(df, tasks, positions: str, tolerance: float) -> list[dict]:
 
 
 def smoothness(df, tasks, positions: str = "rotary") -> list[dict]:
-  """Per task and metric: breakthroughness and linearity (BIG-bench) of the seed-mean curve in
-  log N, and whether it is monotone."""
+  """Per task and metric (exact match, the continuous metrics and, for multiple choice, the
+  chain from likelihood to grade): breakthroughness and linearity (BIG-bench) of the seed-mean
+  curve in log N, and whether it is monotone (lower-is-better metrics negated)."""
   from research.evals import metrics
   out = []
   for task in tasks:
-    for metric in ("exact_match",) + CONTINUOUS:
+    for metric in ("exact_match",) + CONTINUOUS + CHOICE_CHAIN:
       c = curve(df[df.positions == positions], task, metric)
       if len(c) < 3:
         continue
-      y = c["mean"].to_numpy() * (-1 if metric in ("edit_distance", "brier") else 1)
+      y = c["mean"].to_numpy() * (-1 if metric in LOWER_IS_BETTER else 1)
       steps = np.diff(y)
       out.append(dict(task=task, metric=metric,
                       breakthroughness=metrics.breakthroughness(np.log(c.N), y),

@@ -70,11 +70,18 @@ def fit_link(loss, metric, *, chance: float = 0.0, upper: float = 1.0,
   def residual(theta):
     return w * (link(loss, theta[0], math.exp(theta[1]), chance, upper) - metric)
 
+  def jacobian(theta):  # d/dL0 and d/dlog k of the residuals, with s = 1 / (1 + exp(z))
+    k = math.exp(theta[1])
+    s = 1.0 / (1.0 + np.exp(np.clip(k * (loss - theta[0]), -500, 500)))
+    slope = w * (upper - chance) * s * (1 - s) * k
+    return np.stack([slope, -slope * (loss - theta[0])], axis=1)
+
   best = None
   for q in (0.1, 0.3, 0.5, 0.7, 0.9):
     for scale in (1.0, 4.0, 16.0):
       start = np.array([np.quantile(loss, q), math.log(scale / span)])
-      result = sp_optimize.least_squares(residual, start, method="lm", max_nfev=2000)
+      result = sp_optimize.least_squares(residual, start, jac=jacobian, method="lm",
+                                         max_nfev=2000)
       if best is None or result.cost < best.cost:
         best = result
   rmse = float(np.sqrt(np.sum(best.fun ** 2) / np.sum(w ** 2)))
