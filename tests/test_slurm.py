@@ -87,24 +87,9 @@ def _tail(path, lines=15) -> str:
     return "(none)"
 
 
-# A known failure, not yet fixed (issue 21, class 11). It is not load: on a quiet machine it
-# failed 1 run in 4 on 2026-12-02. sacct -D then shows the race: submitit's USR2 handler runs
-# `scontrol requeue` from inside the job and exits at once (sys.exit(-1)); the first incarnation
-# is REQUEUED, but the requeued one is recorded FAILED (exit 1) at that same second, with
-# Start = End, and never runs; the `afterany` analysis job then runs. When the requeued
-# incarnation is instead held (BeginTime), the case passes. Tried on 2026-12-03: after the
-# requeue, the task waited up to 120 s for Slurm's own SIGTERM instead of exiting; it still failed
-# 1 run in 4, with the same sacct record (the batch script's srun is what exits 1 when Slurm kills
-# the step), so the race lies between slurmctld's requeue and the old step's completion, not in
-# our exit; that change was not kept. Not strict, so it counts when it passes.
-USR2_REQUEUE_RACE = pytest.mark.xfail(
-    reason="a race between submitit's in-job requeue and its exit can record the requeued "
-           "task as FAILED before it runs (sacct; see the note of issue 21)", strict=False)
-
-
 @pytest.mark.parametrize("preempt", [
     ["scontrol", "requeue"],              # Slurm sends SIGTERM and requeues: preemption's stand-in
-    pytest.param(["scancel", "--signal=USR2"], marks=USR2_REQUEUE_RACE),  # submitit's time limit
+    ["scancel", "--signal=USR2"],         # submitit's time-limit signal: the analysis resubmits
 ], ids=["requeue", "usr2"])
 def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
   reference = tmp_path / "local"
@@ -127,17 +112,16 @@ def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
   subprocess.run(preempt + [job], check=True)
   _wait_for(lambda: "interrupted" in (folder / "status.json").read_text())
 
-  def held():  # Slurm holds a requeued job for about two minutes: release it now
-    return "BeginTime" in _queue_line(job)
-
-  def finished():  # the resumed task, released again should Slurm hold it again (a loaded CI)
-    if held():
-      subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+  def finished():  # Slurm holds a requeued job for about two minutes: release it whenever held
+    newest = _job_of(workdir, run)  # after SIGUSR2 the analysis job submits the run again
+    if "BeginTime" in _queue_line(newest):
+      subprocess.run(["scontrol", "update", f"JobId={newest}", "StartTime=now"], check=False)
     return (folder / "summary.json").exists()
 
   def describe():
     logs = sorted((workdir / "slurm").glob("*.out")) + sorted((workdir / "slurm").glob("*.err"))
-    accounting = subprocess.run(["sacct", "-n", "-P", "-D", "-j", job, "-o",
+    jobs = ",".join(sorted({job, _job_of(workdir, run)}))
+    accounting = subprocess.run(["sacct", "-n", "-P", "-D", "-j", jobs, "-o",
                                  "JobID,State,ExitCode,Reason,Start,End"],
                                 capture_output=True, text=True).stdout.strip()
     return (f"queue: {_queue_line(job)!r}; sacct (every requeue):\n{accounting}\n"
@@ -145,9 +129,9 @@ def test_preempted_task_resumes_from_the_checkpoint(slurm, tmp_path, preempt):
             f"log.txt:\n{_tail(folder / 'log.txt')}\n"
             + "\n".join(f"{p.name}:\n{_tail(p)}" for p in logs[-4:]))
 
-  _wait_for(held, describe=describe)
-  subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
   _wait_for(finished, timeout=420, describe=describe)
+  if preempt[0] == "scancel":  # the task ended; the analysis job put the run in a new array
+    assert _job_of(workdir, run).split("_")[0] != job.split("_")[0]
   log = (folder / "log.txt").read_text()
   assert "SIGTERM: saved the checkpoint at step" in log  # USR2 reaches the loop as SIGTERM
   assert "resumed from the checkpoint at step" in log
@@ -208,11 +192,9 @@ def test_one_run_over_two_slurm_tasks(slurm, tmp_path):
   np.testing.assert_allclose([two[s] for s in range(6)], [one[s] for s in range(6)], rtol=1e-5)
 
 
-def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, monkeypatch):
-  """Submission order and dependencies of a plan with WSD branches (no cluster needed)."""
-  from launch import worker
+def _fake_executors(monkeypatch) -> list:
+  """slurm._executor replaced by one that records (job name, dependency, submitted callable)."""
   from launch.backends import slurm
-
   submitted = []
 
   class Job:
@@ -234,6 +216,15 @@ def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, mon
 
   monkeypatch.setattr(slurm, "_executor",
                       lambda folder, options, threads, name, **more: Executor(name, more))
+  return submitted
+
+
+def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, monkeypatch):
+  """Submission order and dependencies of a plan with WSD branches (no cluster needed)."""
+  from launch import worker
+  from launch.backends import slurm
+
+  submitted = _fake_executors(monkeypatch)
   record = {"name": "s", "study": "x.py", "runs": [{"run": r} for r in ("p", "b1", "b2", "q")]}
   tasks = [worker.Task(r, str(tmp_path / r), {}, "x.py", "s", after)
            for r, after in (("p", ""), ("b1", "p"), ("b2", "p"), ("q", ""))]
@@ -245,3 +236,50 @@ def test_branches_go_in_a_later_array_that_waits_for_their_parents(tmp_path, mon
   assert arrays[2:4] == [("sweep-s", f"afterany:{first}", ["b1"]),
                          ("sweep-s", f"afterany:{first}", ["b2"])]
   assert arrays[4][0] == "analyze-s" and arrays[4][1] == f"afterany:{jobs['runs']['b1'][:3]}"
+
+
+def test_analysis_submits_again_the_unfinished_runs_of_tasks_that_moved(tmp_path, monkeypatch):
+  """After SIGUSR2 a task just ends; the analysis job resubmits what it left (no cluster needed).
+  Task 0 finished a1 and was stopped before a2; task 1 checkpointed b1 further (step 20 -> 40);
+  task 2 died at c1's old checkpoint (no progress: not resubmitted for ever); task 3's d1 is
+  still queued (Slurm requeued it): the analysis waits for it too, and nothing is analysed yet."""
+  from launch.backends import slurm
+  from launch import plan as plan_lib
+  submitted = _fake_executors(monkeypatch)
+  runs = {"a1": "0", "a2": "0", "b1": "1", "c1": "2", "d1": "3"}
+  record = {"name": "s", "study": "x.py", "runs": [{"run": r, "config": {}} for r in runs]}
+  (tmp_path / "sweep.json").write_text(json.dumps(record))
+  for run in runs:
+    (tmp_path / "runs" / run).mkdir(parents=True)
+  (tmp_path / "runs" / "a1" / "summary.json").write_text("{}")
+  for run, step in (("b1", 40), ("c1", 20), ("d1", 20)):
+    (tmp_path / "runs" / run / "checkpoints" / str(step)).mkdir(parents=True)
+    (tmp_path / "runs" / run / "checkpoints" / str(step) / "state").write_text("x")
+    (tmp_path / "runs" / run / "status.json").write_text('{"status": "interrupted"}')
+  (tmp_path / "slurm").mkdir()
+  (tmp_path / "slurm" / "jobs.json").write_text(json.dumps({"analysis": [], "runs": {
+      run: {"job": f"7_{task}", "time": 0.0, "step": 20 if run in ("b1", "c1") else -1}
+      for run, task in runs.items()}}))
+  monkeypatch.setattr(slurm, "queue_states", lambda workdir, fresh_as_pending=True: {
+      run: "PENDING" if run == "d1" else "COMPLETED" for run in runs})
+  monkeypatch.setattr(plan_lib, "analyze", lambda workdir: pytest.fail("analysed too early"))
+
+  out = slurm.Analysis(str(tmp_path), "s", slurm.Options(), threads=1)()
+  arrays = [(name, dep, [t.run_id for t in fn.tasks] if hasattr(fn, "tasks") else None)
+            for name, dep, fn in submitted]
+  assert arrays[0] == ("sweep-s", None, ["a2"]) and arrays[1] == ("sweep-s", None, ["b1"])
+  assert arrays[2][0] == "analyze-s" and arrays[2][1] == f"afterany:{out['resubmitted']}:7_3"
+  assert len(arrays) == 3  # c1 and d1 are not resubmitted
+  jobs = json.loads((tmp_path / "slurm" / "jobs.json").read_text())
+  assert jobs["runs"]["b1"]["step"] == 40 and jobs["runs"]["c1"]["job"] == "7_2"
+  assert jobs["analysis"][-1]["job"] == out["deferred to"]
+
+  # the next analysis job: every run has ended and nothing moved: c1 stays as it is
+  (tmp_path / "runs" / "a2" / "summary.json").write_text("{}")
+  (tmp_path / "runs" / "b1" / "summary.json").write_text("{}")
+  (tmp_path / "runs" / "d1" / "summary.json").write_text("{}")
+  monkeypatch.setattr(slurm, "queue_states", lambda workdir, fresh_as_pending=True: {
+      run: "COMPLETED" for run in runs})
+  monkeypatch.setattr(plan_lib, "analyze", lambda workdir: {"analysed": workdir})
+  assert slurm.Analysis(str(tmp_path), "s", slurm.Options())() == {"analysed": str(tmp_path)}
+  assert len(submitted) == 3

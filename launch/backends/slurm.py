@@ -8,8 +8,9 @@ state and a second launch submits only runs that have neither finished nor are q
 
 Preemption and time limits: Slurm signals a job (SIGUSR2, `--signal` set by submitit 90 s before
 the time limit; SIGTERM on `scontrol requeue` or preemption). The running run saves an Orbax
-checkpoint and stops; on SIGUSR2 submitit's own handler then checkpoints the task (`checkpoint`
-returns the same task) and requeues it. The requeued task skips finished runs and resumes the
+checkpoint and stops. On SIGTERM Slurm requeues the job itself; on SIGUSR2 the task just ends, and
+the analysis job, which starts when the array has ended, submits the interrupted runs again (a new
+array, and the analysis after it). Either way the new task skips finished runs and resumes the
 interrupted one from its checkpoint.
 """
 
@@ -130,7 +131,6 @@ class SlurmRuns:
   def __call__(self) -> dict:
     # the plan's thread count, on the cores Slurm gave this task
     worker_lib.prepare_process(sorted(os.sched_getaffinity(0))[:self.threads], self.cache_dir)
-    submitit_usr2 = signal.getsignal(signal.SIGUSR2)
     signal.signal(signal.SIGUSR2, self._usr2)      # time limit soon, or preemption
     signal.signal(signal.SIGTERM, self._term)      # scontrol requeue, scancel, preemption
     rank = int(os.environ.get("SLURM_PROCID", "0"))  # a run over several nodes: one per node
@@ -145,8 +145,9 @@ class SlurmRuns:
                               else worker_lib.follow(task))
       if outcome[task.run_id] == "interrupted":  # a signal reached the training loop
         self._stop = self._stop or "SIGTERM"
-    if self._stop == "SIGUSR2" and callable(submitit_usr2):
-      submitit_usr2(signal.SIGUSR2, None)  # submitit: checkpoint() and requeue, then exit
+    # On SIGUSR2 the task ends here, and does not requeue itself as submitit's handler would
+    # (`scontrol requeue` from inside the job raced with the job's own end: the requeued
+    # incarnation could be recorded FAILED before it ran). The analysis job resubmits the runs.
     return outcome
 
   def _usr2(self, signum, frame) -> None:
@@ -157,6 +158,7 @@ class SlurmRuns:
     self._stop = self._stop or "SIGTERM"
 
   def checkpoint(self, *args, **kwargs):
+    """For submitit's own SIGUSR2 handler, should the signal come before `__call__` replaces it."""
     import submitit
     return submitit.helpers.DelayedSubmission(SlurmRuns(self.tasks, self.threads, self.cache_dir))
 
@@ -192,9 +194,12 @@ def queue(workdir: str) -> dict:
   return {run: (state, jobs[run]["job"]) for run, state in queue_states(workdir).items()}
 
 
-def submit(workdir: str, record: dict, tasks: list, options: Options, threads: int) -> dict:
-  """Submits the tasks as an array (runs_per_task runs each) and the analysis job after it.
-  Branches (loop.init_from) go in one more array per generation, each after the one before.
+def submit(workdir: str, record: dict, tasks: list, options: Options, threads: int,
+           after: tuple = ()) -> dict:
+  """Submits the tasks as an array (runs_per_task runs each) and the analysis job after it (and
+  after the jobs `after`). Branches (loop.init_from) go in one more array per generation, each
+  after the one before. Each run's entry in jobs.json records its job and its newest checkpoint
+  step at submission (`Analysis` resubmits an interrupted run only if that step has moved).
 
   Returns {"array": id, "analysis": id, "runs": {run id: job id}}; records them in jobs.json."""
   from research.fileio import atomic_write_json
@@ -220,21 +225,29 @@ def submit(workdir: str, record: dict, tasks: list, options: Options, threads: i
   now = time.time()
   for job, chunk in zip(jobs, chunks):
     for task in chunk:
-      entries["runs"][task.run_id] = {"job": job.job_id, "time": now}
+      entries["runs"][task.run_id] = {"job": job.job_id, "time": now,
+                                      "step": _newest_step(task.run_dir)}
   atomic_write_json(os.path.join(folder, JOBS), entries)
-  analysis = submit_analysis(workdir, record["name"], options, after=[array_id])
+  analysis = submit_analysis(workdir, record["name"], options, threads,
+                             after=[array_id, *after])
   return {"array": array_id, "analysis": analysis,
           "runs": {t.run_id: j.job_id for j, c in zip(jobs, chunks) for t in c}}
 
 
-def submit_analysis(workdir: str, name: str, options: Options, after: list[str]) -> str:
+def _newest_step(run_dir: str) -> int:
+  steps = store.saved_steps(os.path.join(run_dir, "checkpoints"))
+  return steps[-1] if steps else -1
+
+
+def submit_analysis(workdir: str, name: str, options: Options, threads: int,
+                    after: list[str]) -> str:
   """The analysis job, after the jobs `after` have ended (`afterany`); recorded in jobs.json."""
   from research.fileio import atomic_write_json
   folder = os.path.join(workdir, "slurm")
   one_cpu = dataclasses.replace(options, gpus_per_run=0, nodes=1, cpus_per_run=1)
   executor = _executor(folder, one_cpu, 1, f"analyze-{name}",
                        dependency="afterany:" + ":".join(after))
-  job = executor.submit(Analysis(os.path.abspath(workdir), name, options)).job_id
+  job = executor.submit(Analysis(os.path.abspath(workdir), name, options, threads)).job_id
   entries = read_jobs(workdir)
   entries["analysis"].append({"job": job, "time": time.time()})
   atomic_write_json(os.path.join(folder, JOBS), entries)
@@ -243,27 +256,56 @@ def submit_analysis(workdir: str, name: str, options: Options, after: list[str])
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-  """The analysis job. Slurm starts it when every task of the array has ended once, and a task
-  that was requeued (preempted, or near its time limit) ends once before it runs again: while
-  runs of the sweep are still queued, the job submits the analysis again after their jobs, so
-  that the study's analysis sees the finished sweep."""
+  """The analysis job. Slurm starts it when every task of the array has ended once. A task
+  requeued by Slurm (SIGTERM: preemption, `scontrol requeue`) ends once before it runs again:
+  while runs are still queued, the job submits the analysis again after their jobs. The runs
+  that a task left unfinished (SIGUSR2 near the time limit stops it after a checkpoint) are
+  submitted again, in a new array with the analysis after it, if the task got anywhere
+  (`unfinished_of_moving_jobs`: a task that cannot progress is not resubmitted for ever). The
+  study's analysis then sees the finished sweep."""
   workdir: str
   name: str
   options: Options
+  threads: int = 1
 
   def __call__(self):
     record = store.read_sweep(self.workdir)
     states = store.states(self.workdir, record)
     jobs = read_jobs(self.workdir)["runs"]
     queue = queue_states(self.workdir, fresh_as_pending=False)  # these jobs have all run
-    waiting = sorted({jobs[run]["job"] for run, state in queue.items()
-                      if state in QUEUED and states.get(run) != "finished"})
+    queued = {run for run, state in queue.items()
+              if state in QUEUED and states.get(run) != "finished"}
+    waiting = sorted({jobs[run]["job"] for run in queued})
+    resume = unfinished_of_moving_jobs(self.workdir, record, jobs, states, queued)
+    if resume:
+      tasks = worker_lib.tasks_for(self.workdir, record, resume)
+      submitted = submit(self.workdir, record, tasks, self.options, self.threads, after=waiting)
+      print(f"{len(resume)} unfinished run(s) submitted again, as array {submitted['array']}; "
+            f"the analysis goes after it, as job {submitted['analysis']}")
+      return {"resubmitted": submitted["array"], "deferred to": submitted["analysis"]}
     if waiting:
-      job = submit_analysis(self.workdir, self.name, self.options, after=waiting)
+      job = submit_analysis(self.workdir, self.name, self.options, self.threads, after=waiting)
       print(f"runs are still queued in job(s) {', '.join(waiting)} (requeued): the analysis "
             f"goes after them, as job {job}")
       return {"deferred to": job}
     return plan_lib.analyze(self.workdir)
+
+
+def unfinished_of_moving_jobs(workdir: str, record: dict, jobs: dict, states: dict,
+                              queued: set) -> list[dict]:
+  """The runs (entries of sweep.json) to submit again: those, interrupted or never started, of a
+  job that has ended (not `queued`) and moved: one of its runs finished, or saved a newer
+  checkpoint than it had when the job was submitted. A job that died before its first
+  checkpoint, every time, is not resubmitted; `launch sweep` submits its runs when asked."""
+  by_job = {}
+  for r in record["runs"]:
+    if r["run"] in jobs and r["run"] not in queued:
+      by_job.setdefault(jobs[r["run"]]["job"], []).append(r)
+  def moved(r):
+    newest = _newest_step(store.run_dir(workdir, r["run"]))
+    return states.get(r["run"]) == "finished" or newest > jobs[r["run"]].get("step", -1)
+  return [r for runs in by_job.values() if any(moved(r) for r in runs)
+          for r in runs if states.get(r["run"]) in ("interrupted", "pending")]
 
 
 def add_arguments(parser) -> None:
