@@ -91,12 +91,15 @@ def test_config_errors_name_the_field():
 
 
 def test_cpu_plan_is_the_preregistered_ladder():
+  """results/PREREGISTRATION-emergence-v2.md, as pilot P1's rule set it: 8 sizes, 3 seeds each,
+  rotary positions, the top two held out."""
   c = emergence.get_config("cpu")
   emergence.validate(c)
   runs = emergence.plan(c)
   sizes = sorted({emergence.size(r)["N_nonemb"] for r in runs})
-  assert sizes[0] < 2e4 and sizes[-1] > 3e5
-  assert {r.model.positions for r in runs} == set(c.sweep.positions)
+  assert sizes == [27_792, 55_536, 98_624, 154_000, 230_960, 332_448, 603_120, 996_624]
+  assert len(runs) == 24 and {r.seed for r in runs} == {0, 1, 2}
+  assert {r.model.positions for r in runs} == {"rotary"} and c.sweep.heldout_rungs == 2
 
 
 def test_crossing_interpolates_in_log_n():

@@ -39,7 +39,9 @@ moved its intervals and failure count; the frontier gained `n_law` (N_opt's powe
 in the figure) and the bootstrap its `resample`. No point fit moved.
 Later still on 2026-12-03 that file's `resample` label was rewritten by `--refit` when Kaplan
 began to share Chinchilla's description of what a bootstrap resamples (one seed column absent:
-"runs (the design itself ...)"); no number moved.
+"runs (the design itself ...)"); no number moved. On 2026-12-07 emergence-py-smoke's file was
+rewritten by `--refit` when the emergence analysis gained its held-out-model validation
+(`heldout_forecast`, issue 22) and the list of tasks drawn as panels (`panels`); no number moved.
 """
 
 import json
