@@ -42,6 +42,14 @@ began to share Chinchilla's description of what a bootstrap resamples (one seed 
 "runs (the design itself ...)"); no number moved. On 2026-12-07 emergence-py-smoke's file was
 rewritten by `--refit` when the emergence analysis gained its held-out-model validation
 (`heldout_forecast`, issue 22) and the list of tasks drawn as panels (`panels`); no number moved.
+Later on 2026-12-07 every expected_fit.json was rewritten by `--refit` when the fitter's batched
+L-BFGS became `optax.lbfgs` with its zoom line search (issue 23, benchmarks/fit_optimizer.py).
+Point fits of well-posed laws moved by at most 4e-8 relative (lm, kaplan, diffusion); emergence's
+by nothing. The chinchilla smoke's Approach 3 has E at its floor (3.6e-29 before, 7.6e-18 after;
+the objective agrees to 1e-15), so E, its intervals and the numbers that divide by it moved
+by orders of magnitude; its other constants kept 4 digits. The ill-conditioned smoke bootstraps
+moved (intervals by up to 31%, kaplan's alpha_n bound), as did the counts of refined starts that
+agree (`good_starts`, `spread`) and the "did not converge" counts (now 0 where there was 1).
 """
 
 import json
