@@ -20,7 +20,8 @@ COMMANDS = {
     "sweep": ("launch.sweep", "train a sweep preset's runs, then analyse them: --config --workdir"),
     "status": ("launch.status", "where a sweep stands: --workdir DIR"),
     "analyze": ("launch.analyze", "re-run a sweep's analysis over its finished runs: --workdir"),
-    "fit": ("launch.fit", "fit a scaling law to a table of runs"),
+    "fit": ("launch.fit", "fit a scaling law to a table of runs (modes: --curves, --two-step, "
+            "--overtraining, --loss-to-loss, --hparams)"),
     "eval": ("launch.eval", "score a BIG-bench JSON task on a run's checkpoint: --workdir RUN "
              "--task FILE.json"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),

@@ -139,3 +139,28 @@ def test_a_split_that_leaves_nothing_to_fit_is_refused():
   parts = af.split(df, heldout_rungs=1, fit_fraction=0.01)   # no run is that small
   result = af.forecast_task(df, "add3", parts, n_boot=5)
   assert result["methods"]["two_step"]["note"].startswith("no fit")
+
+
+def test_one_seed_per_size_residual_bootstrap_gives_a_spread_that_covers_the_truth():
+  rows = ladder(np.geomspace(1e4, 1e6, 8), seeds=(0,), noise=0.02)
+  chain = two_step.fit_two_step(rows, rows)
+  boot = two_step.bootstrap_two_step(chain, rows, rows, {"X": [2e6]}, n_boot=40,
+                                     resample="residuals")
+  (lo, hi), = boot["loss_interval"]
+  assert boot["resample"] == "residuals" and boot["n_used"] + boot["n_failed"] == 40
+  assert hi - lo > 1e-3 and lo <= E + A * 2e6 ** -ALPHA <= hi
+  with pytest.raises(UserError, match="resample"):
+    two_step.bootstrap_two_step(chain, rows, rows, {"X": [2e6]}, resample="design")
+
+
+def test_the_link_fits_its_ends_when_asked():
+  loss = np.linspace(0.5, 2.5, 60)
+  metric = two_step.link(loss, 1.4, 5.0, chance=0.25, upper=0.9)
+  fit = two_step.fit_link(loss, metric, chance=None, upper=None)
+  assert fit["converged"]
+  assert fit["chance"] == pytest.approx(0.25, abs=1e-3) and fit["upper"] == pytest.approx(
+      0.9, abs=1e-3) and fit["L0"] == pytest.approx(1.4, abs=1e-3)
+  refit = two_step.fit_link(loss, metric, chance=None, upper=1.0, start=fit)
+  assert refit["upper"] == 1.0 and refit["converged"]
+  with pytest.raises(UserError, match="4 parameters need at least 5"):
+    two_step.fit_link(loss[:4], metric[:4], chance=None, upper=None)

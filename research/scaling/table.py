@@ -33,6 +33,23 @@ def read_table(path: str) -> pd.DataFrame:
   return df.reset_index(drop=True)
 
 
+def expand_files(manifest: pd.DataFrame, column: str, base: str) -> pd.DataFrame:
+  """A manifest's runs as one table: each row's file (column `column`, relative to `base`) read
+  with read_table, the manifest row's other columns repeated on its rows (the file's own columns
+  win), and the file named in column `run`."""
+  if column not in manifest.columns:
+    raise UserError(f"--files {column!r}: no such column; the manifest has "
+                    f"{', '.join(map(repr, manifest.columns))}")
+  parts = []
+  for _, entry in manifest.iterrows():
+    rows = read_table(os.path.join(base, str(entry[column])))
+    shared = {key: value for key, value in entry.items() if key not in rows.columns}
+    shared["run"] = str(entry[column])
+    parts.append(pd.concat([rows.drop(columns="run", errors="ignore"),
+                            pd.DataFrame(shared, index=rows.index)], axis=1))
+  return pd.concat(parts, ignore_index=True)
+
+
 @dataclasses.dataclass
 class Runs:
   """Columns as float arrays: N parameters, D tokens, C FLOPs, L loss; U unique tokens if given."""
