@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from launch import options
-from launch.fit import _rows
+from launch.fit import _rows, add_shared
 from research.errors import UserError
 from research.fileio import atomic_write_json, writable_folder
 from research.scaling import overtraining as ot
@@ -44,10 +44,7 @@ _point.__name__ = "N:M"  # argparse names the type in its messages
 
 def _parser() -> options.Parser:
   p = options.Parser(prog=PROG, description=__doc__.split("\n\n")[1])
-  p.add_argument("table", nargs="+", help="CSV or any table `python -m launch fit` reads; "
-                 "several are fitted together (their rows concatenated)")
-  p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                 help="keep only rows whose COLUMN equals VALUE (repeatable: all must hold)")
+  add_shared(p, "CSV or any table `python -m launch fit` reads", bootstrap=None, plots=False)
   p.add_argument("--n", required=True, help="column of parameter counts N")
   p.add_argument("--m", help="column of token multipliers M = D / N")
   p.add_argument("--d", help="column of training tokens D (M = D / N; when --m is absent)")
@@ -63,7 +60,6 @@ def _parser() -> options.Parser:
                  "(repeatable)")
   p.add_argument("--maxfev", type=options.integer(least=1), default=ot.MAXFEV,
                  help=f"curve_fit's evaluation limit per start (default {ot.MAXFEV})")
-  p.add_argument("--out", help="folder for fit.json")
   return p
 
 
