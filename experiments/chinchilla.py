@@ -42,6 +42,7 @@ PRESETS = ("smoke", "cpu", "gpu", "synthetic")
 BUDGET_COUNTS = ("6ND", "full")
 recipe = lm_recipe.recipe
 size = lm_recipe.size
+resolve = lm_recipe.resolve
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:

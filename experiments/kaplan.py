@@ -43,6 +43,7 @@ from research.train import branch
 PRESETS = ("smoke", "cpu", "gpu")
 recipe = lm_recipe.recipe
 size = lm_recipe.size
+resolve = lm_recipe.resolve
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:

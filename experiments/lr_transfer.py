@@ -30,6 +30,7 @@ from research.recipes import lm as lm_recipe
 PRESETS = ("smoke", "cpu", "mup-variants")
 recipe = lm_recipe.recipe
 size = lm_recipe.size
+resolve = lm_recipe.resolve
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:

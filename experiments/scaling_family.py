@@ -59,7 +59,8 @@ def get_config(preset: str, pilot: bool = False) -> ml_collections.ConfigDict:
       c.model.update(mup_output_mult=V2["mup_output_mult"], mup_embed_lr=V2["mup_embed_lr"])
   elif preset == "gpu":
     c.model.update(context=1024, dtype="bfloat16")
-    c.data.update(source="tfds:local_text", val_batches=32)  # docs/data.md: prepare your corpus
+    lm.use_prepared(c)  # a 32k BPE over prepared shards (docs/data.md: prepare your corpus)
+    c.data.val_batches = 32
     c.train.update(batch_size=256, seq_len=1024, warmup_steps=500,  # tune lr: lr_transfer.py
                    tokens=256 * 1024 * 4000)
     c.loop.update(log_every=50, checkpoint_every=1000)

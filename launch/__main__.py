@@ -26,6 +26,10 @@ COMMANDS = {
              "--task FILE.json"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
     "sample": ("launch.sample", "a grid of samples (PNG, --npz) from a diffusion run's checkpoint"),
+    "tokenizer": ("launch.tokenizer", "train a BPE or sentencepiece tokenizer offline: train "
+                  "--vocab N --input SOURCE --out FILE; info FILE"),
+    "data": ("launch.data", "tokenize a source once into shards with dedup and "
+             "decontamination: prepare --source S --tokenizer T --out DIR; info DIR"),
     "weights": ("launch.weights", "export pytorch-fid's Inception weights; retrain the digits "
                 "extractor"),
 }
@@ -33,7 +37,7 @@ COMMANDS = {
 
 def _usage() -> str:
   lines = ["usage: python -m launch COMMAND [options]", "", "commands:"]
-  lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+  lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
   lines += ["", "python -m launch COMMAND --help for a command's options"]
   return "\n".join(lines)
 

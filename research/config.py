@@ -59,6 +59,9 @@ def load(spec: str, overrides=()) -> tuple[ml_collections.ConfigDict, object]:
     study.check(module, path, sweep=True)
   cfg.lock()
   apply_overrides(cfg, overrides)
+  resolve = getattr(module, "resolve", None)
+  if callable(resolve):  # a study's completion of the config from files (a data set's identity)
+    resolve(cfg)
   study.check_config(cfg)
   return cfg, module
 

@@ -8,6 +8,10 @@ resolved config, `research.config.run_id`). Nothing in `launch/` or `research/tr
 model a study trains: the loop gets a `research.train.recipe.Recipe`, the sweep gets configs and
 sizes, and the study's own `analyze` turns the finished runs into tables, fits and figures.
 
+A study may also provide `resolve(cfg)`, which `research.config.load` calls after the overrides:
+it completes the config from files before the run id is taken (a prepared data set's tokenizer
+and data hashes: research.recipes.lm.resolve).
+
 Every config a study makes also carries the groups the loop reads (`seed`, `mesh`, `loop`,
 `tracking`; research.train.recipe.LoopSpec), checked when the study is loaded:
 `research.config.run_groups` adds them with their defaults.

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from launch import run as run_cmd
 from research import tracking
@@ -18,8 +19,8 @@ TINY = ("model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=6
 
 def tiny_args(workdir, steps: int, *extra: str) -> list[str]:
   overrides = TINY + (f"train.tokens={steps * 16 * 32}",) + extra
-  return (["--config", os.path.join(REPO, "experiments", "lm.py") + ":smoke", "--workdir", str(workdir)] +
-          [f"--config.{o}" for o in overrides])
+  return (["--config", os.path.join(REPO, "experiments", "lm.py") + ":smoke",
+           "--workdir", str(workdir)] + [f"--config.{o}" for o in overrides])
 
 
 def run_tiny(workdir, steps: int, *extra: str) -> int:
@@ -29,8 +30,8 @@ def run_tiny(workdir, steps: int, *extra: str) -> int:
 
 def launch_tiny(workdir, steps: int, *extra: str, **popen) -> subprocess.Popen:
   """Train in a child process: `python -m launch run ...`."""
-  return subprocess.Popen([sys.executable, "-m", "launch", "run"] + tiny_args(workdir, steps, *extra),
-                          cwd=REPO, **popen)
+  return subprocess.Popen([sys.executable, "-m", "launch", "run"] +
+                          tiny_args(workdir, steps, *extra), cwd=REPO, **popen)
 
 
 def losses(workdir) -> dict[int, float]:
@@ -41,3 +42,25 @@ def losses(workdir) -> dict[int, float]:
 def summary(workdir) -> dict:
   with open(os.path.join(str(workdir), "summary.json")) as f:
     return json.load(f)
+
+
+def wait_for_step(workdir, step, proc, timeout=120):
+  """Waits until the child run `proc` has logged `step` in workdir/metrics.jsonl."""
+  path = os.path.join(str(workdir), "metrics.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    if os.path.exists(path) and any(r["step"] >= step for r in tracking.read_metrics(path)):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def killed_run(workdir, steps: int, kill_at: int, *extra: str) -> None:
+  """A child run of `steps` steps killed with SIGKILL once it has logged step `kill_at`."""
+  proc = launch_tiny(workdir, steps, *extra, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+  wait_for_step(workdir, kill_at, proc)
+  proc.kill()
+  proc.wait()
+  assert not os.path.exists(os.path.join(str(workdir), "summary.json"))

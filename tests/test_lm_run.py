@@ -4,7 +4,6 @@ equivalence, resume after SIGKILL, SIGTERM, divergence."""
 import os
 import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -12,8 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from launch.__main__ import main
-from lm_helpers import launch_tiny, losses, run_tiny, summary, tiny_args
-from research import tracking
+from lm_helpers import (killed_run, launch_tiny, losses, run_tiny, summary, tiny_args,
+                        wait_for_step)
 
 STEPS = 10
 
@@ -70,27 +69,12 @@ def test_other_config_in_same_workdir_is_refused(tmp_path, capsys):
   assert "different config" in capsys.readouterr().err
 
 
-def _wait_for_step(workdir, step, proc, timeout=120):
-  path = os.path.join(str(workdir), "metrics.jsonl")
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    if os.path.exists(path) and any(r["step"] >= step for r in tracking.read_metrics(path)):
-      return
-    time.sleep(0.05)
-  raise AssertionError(f"step {step} not reached in {timeout} s")
-
-
 def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
   steps, extra = 40, ("loop.checkpoint_every=5", "mesh.data=2", "mesh.fsdp=2")
   full = tmp_path / "full"
   assert run_tiny(full, steps, *extra) == 0
   killed = tmp_path / "killed"
-  proc = launch_tiny(killed, steps, *extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  _wait_for_step(killed, 17, proc)
-  proc.kill()
-  proc.wait()
-  assert not os.path.exists(killed / "summary.json")
+  killed_run(killed, steps, 17, *extra)
   proc = launch_tiny(killed, steps, *extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                      text=True)
   out, _ = proc.communicate(timeout=300)
@@ -104,7 +88,7 @@ def test_sigterm_saves_and_exits_143_then_resumes_without_a_gap(tmp_path):
   killed = tmp_path / "killed"
   proc = launch_tiny(killed, 400, "loop.checkpoint_every=1000", stdout=subprocess.PIPE,
                      stderr=subprocess.STDOUT, text=True)
-  _wait_for_step(killed, 5, proc)
+  wait_for_step(killed, 5, proc)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 143, out  # a scheduler must not take it for a finished run

@@ -12,7 +12,13 @@ no run id of a plan; and again that day when the Chinchilla cpu / synthetic and 
 presets became the pre-registered v2 plans, results/PREREGISTRATION-scaling-v2.md, which moved
 those three presets and their plans; and on 2026-12-07 when the emergence presets became v2's
 (results/PREREGISTRATION-emergence-v2.md: its mixture, tasks.family_heldout, its ladder), which
-moved the three emergence presets and their plans and nothing else).
+moved the three emergence presets and their plans and nothing else; and when the accelerator
+presets (lm gpu-124m, chinchilla gpu, kaplan gpu) moved to a 32k BPE over prepared shards, issue
+26, which moved those three presets and their plans and nothing else; and on 2026-12-07 when
+lm's byte-smoke and bpe-smoke presets were added, results/lm/bpe-smoke, which moved nothing).
+A preset on a `prepared:DIR` source is pinned with its folder's identity fields blank, as on a
+machine that has not prepared DIR: where DIR is prepared, its run id follows the folder's
+manifest (research.recipes.lm.resolve), by design.
 
     python tests/test_run_ids.py     # prints today's ids as JSON (to compare, or to re-pin
                                      # after a change of config that is meant to move them)
@@ -39,12 +45,21 @@ def current_ids() -> dict:
     module = config_lib.load_module(spec)
     for preset in module.PRESETS:
       cfg, _ = config_lib.load(f"{spec}:{preset}")
+      _without_local_data(cfg)
       entry = {"id": config_lib.run_id(cfg)}
       if study_lib.is_sweep(cfg):
         module.validate(cfg)
         entry["plan"] = [config_lib.run_id(run) for run in module.plan(cfg)]
       out[f"{name}:{preset}"] = entry
   return out
+
+
+def _without_local_data(cfg) -> None:
+  """Blanks what a prepared: source's config took from the folder on this machine."""
+  from research.data import prepared
+  if "data" in cfg and str(cfg.data.get("source", "")).startswith("prepared:"):
+    for field in prepared.IDENTITY_FIELDS:
+      cfg.data[field] = ""
 
 
 def test_every_presets_run_ids_are_pinned():

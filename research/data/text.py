@@ -5,6 +5,9 @@ Sources are strings (see docs/data.md):
                                                             with an exact, known entropy rate
   text:PATH[,PATH...]                                       local files, folders and globs
   tfds:NAME[:VERSION][:TRAIN_SPLIT[:VAL_SPLIT]]              a prepared array_record TFDS set
+  hf:PATH[:TRAIN_SPLIT[:VAL_SPLIT]]                          a Hugging Face dataset saved to disk
+  prepared:DIR                                               shards tokenized once (any tokenizer;
+                                                            research/data/prepare.py)
 
 Every batch is a pure function of (source, seed, step, batch_size, seq_len), so a resumed run sees
 exactly the batches an uninterrupted run saw. Validation text is held out by document
@@ -20,24 +23,14 @@ import numpy as np
 
 from research.data import corpus
 from research.data import markov
+from research.data.tokenizers import ByteTokenizer  # noqa: F401 (its home before tokenizers.py)
 from research.errors import UserError
 
 VOCAB_SIZE = 256
 DOC_SEPARATOR = 0  # byte written after every document in a packed stream (NUL: absent from text)
-SCHEMES = "'synthetic[:k=v,...]', 'text:PATH[,PATH...]' or 'tfds:NAME[:TRAIN_SPLIT[:VAL_SPLIT]]'"
-
-
-class ByteTokenizer:
-  """UTF-8 bytes as tokens: ids 0..255, one token per byte."""
-
-  vocab_size = VOCAB_SIZE
-
-  def encode(self, text: str | bytes) -> np.ndarray:
-    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-    return np.frombuffer(data, dtype=np.uint8).astype(np.int32)
-
-  def decode(self, ids) -> str:
-    return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+SCHEMES = ("'synthetic[:k=v,...]', 'text:PATH[,PATH...]', 'tfds:NAME[:TRAIN_SPLIT[:VAL_SPLIT]]', "
+           "'hf:PATH[:TRAIN_SPLIT[:VAL_SPLIT]]' or 'prepared:DIR'")
+DOCUMENT_SCHEMES = ("text", "tfds", "hf")  # sources of raw documents (read_documents)
 
 
 class _Source(Protocol):
@@ -60,6 +53,7 @@ class TextData:
   source: _Source = dataclasses.field(repr=False)
   info: dict = dataclasses.field(default_factory=dict, repr=False)
   split_seed: int = 0  # picks the held-out text; `seed` only orders the training batches
+  token_bytes: np.ndarray | None = dataclasses.field(default=None, repr=False)  # bytes per id
 
   def train_batch(self, step: int, batch_size: int, seq_len: int,
                   token_budget: int | None = None) -> dict[str, np.ndarray]:
@@ -82,6 +76,15 @@ class TextData:
     _check_shape(batch_size, seq_len)
     rows = self.source.val_rows(self.split_seed, n_batches * batch_size, seq_len + 1)
     return [_batch(rows[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
+
+  def batch_bytes_per_token(self, batches: list[dict[str, np.ndarray]]) -> float:
+    """UTF-8 bytes per target token of `batches` (weighted): the divisor of bits per byte; the
+    source's fixed `bytes_per_token` when it has no per-token table (bytes, synthetic)."""
+    if self.token_bytes is None:
+      return self.bytes_per_token
+    n_bytes = sum(float((self.token_bytes[b["targets"]] * b["weights"]).sum()) for b in batches)
+    n_tokens = sum(float(b["weights"].sum()) for b in batches)
+    return n_bytes / n_tokens if n_tokens else self.bytes_per_token
 
   def epochs(self, train_tokens: int) -> float:
     """Passes over the unique training tokens that `train_tokens` makes; 0.0 when unlimited."""
@@ -139,14 +142,27 @@ def load(spec: str, *, seed: int = 0, split_seed: int = 0, val_fraction: float =
     return TextData(spec, VOCAB_SIZE, 1.0, None, chain.entropy_rate, seed,
                     markov.ChainSource(chain), {"synthetic": chain.describe()},
                     split_seed=split_seed)
+  if scheme == "prepared" and rest:
+    from research.data import prepared  # pylint: disable=import-outside-toplevel
+    return prepared.load(spec, rest, seed=seed, split_seed=split_seed)
+  train_docs, val_docs = read_documents(spec, tfds_data_dir)
+  return from_documents(spec, train_docs, val_docs, seed=seed, split_seed=split_seed,
+                        val_fraction=val_fraction)
+
+
+def read_documents(spec: str, tfds_data_dir: str | None = None
+                   ) -> tuple[list[corpus.Document], list[corpus.Document] | None]:
+  """(training documents, validation documents or None to hold out by document) of a source of
+  raw documents: text:, tfds: or hf:."""
+  scheme, _, rest = spec.partition(":")
   if scheme == "text" and rest:
-    return from_documents(spec, corpus.read_files(spec, rest), seed=seed,
-                          split_seed=split_seed, val_fraction=val_fraction)
+    return corpus.read_files(spec, rest), None
   if scheme == "tfds" and rest:
     from research.data import tfds_text  # pylint: disable=import-outside-toplevel (slow import)
-    train_docs, val_docs = tfds_text.read_documents(spec, rest, tfds_data_dir)
-    return from_documents(spec, train_docs, val_docs, seed=seed, split_seed=split_seed,
-                          val_fraction=val_fraction)
+    return tfds_text.read_documents(spec, rest, tfds_data_dir)
+  if scheme == "hf" and rest:
+    from research.data import hf_text  # pylint: disable=import-outside-toplevel (slow import)
+    return hf_text.read_documents(spec, rest)
   raise UserError(f"data source {spec!r}: unknown or incomplete source; allowed: {SCHEMES}")
 
 

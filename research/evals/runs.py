@@ -18,7 +18,7 @@ import ml_collections
 
 from research import config as config_lib
 from research import runs, store
-from research.data import text
+from research.data import tokenizers
 from research.errors import UserError
 from research.models import transformer
 
@@ -32,7 +32,7 @@ class LoadedRun:
   model: transformer.TransformerConfig
   params: Any                                  # float32 parameter tree of `step`
   step: int                                    # the checkpoint's training step
-  tokenizer: text.ByteTokenizer
+  tokenizer: tokenizers.Tokenizer             # the run's copy of its tokenizer, else bytes
 
   @property
   def context(self) -> int:
@@ -75,6 +75,16 @@ def model_config(cfg: ml_collections.ConfigDict, study=None) -> transformer.Tran
                                           if k in known})
 
 
+def run_tokenizer(workdir: str) -> tokenizers.Tokenizer:
+  """The tokenizer a run trained with: its folder's copy (tokenizer.json or tokenizer.model, a
+  run on prepared shards) or the byte tokenizer."""
+  for name in ("tokenizer.json", "tokenizer.model"):
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      return tokenizers.load(path)
+  return tokenizers.ByteTokenizer()
+
+
 def load_run(workdir: str, step: int | None = None, study=None) -> LoadedRun:
   """The run in `workdir` at its newest readable checkpoint (or at `step`).
 
@@ -89,4 +99,5 @@ def load_run(workdir: str, step: int | None = None, study=None) -> LoadedRun:
   shapes = jax.eval_shape(lambda: transformer.init_params(model, jax.random.key(0)))
   params, restored = runs.restore(run, ("params",), shapes, step)
   return LoadedRun(workdir=run.workdir, run_id=run.run_id, config=run.config, study=module,
-                   model=model, params=params, step=restored, tokenizer=text.ByteTokenizer())
+                   model=model, params=params, step=restored,
+                   tokenizer=run_tokenizer(run.workdir))

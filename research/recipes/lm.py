@@ -9,10 +9,11 @@ batch, optimizer and schedule of research.train.optim) and the loop's groups
 """
 
 import math
+import os
 import warnings
 
 from research import accounting, xla_env
-from research.data import text
+from research.data import prepared, text
 from research.errors import require
 from research.evals import lm as lm_evals
 from research.models import transformer
@@ -87,8 +88,14 @@ def validate(c) -> None:
   require(m.n_heads % tp == 0 and m.d_ff % tp == 0, "mesh.model", tp,
           f"tensor parallelism splits the attention heads and the MLP's hidden units: it must "
           f"divide model.n_heads = {m.n_heads} and model.d_ff = {m.d_ff}")
-  require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
-          f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
+  if is_prepared(c):  # the tokenizer's vocabulary is checked when the manifest is read
+    for field in prepared.IDENTITY_FIELDS:
+      require(isinstance(c.data.get(field), str), f"data.{field}", c.data.get(field),
+              "a prepared: source's config needs it (set when the config is loaded: "
+              "research.recipes.lm.resolve)")
+  else:
+    require(m.vocab_size >= text.ByteTokenizer.vocab_size, "model.vocab_size", m.vocab_size,
+            f"the byte tokenizer needs at least {text.ByteTokenizer.vocab_size}")
   t = c.train
   require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be a positive integer")
   require(1 <= t.seq_len <= m.context, "train.seq_len", t.seq_len,
@@ -109,10 +116,44 @@ def split_seed(c) -> int:
   return c.data.get("split_seed", c.seed)
 
 
+def is_prepared(c) -> bool:
+  return c.data.source.startswith("prepared:")
+
+
+def resolve(c) -> None:
+  """Completes a loaded config: a `prepared:DIR` source gets data.tokenizer_sha256 and
+  data.prepared_sha256 from DIR/manifest.json ('' while DIR is not prepared), so the run id
+  changes with the tokenizer and the data. Other sources are left as they are (their ids too)."""
+  if not is_prepared(c):
+    return
+  found = prepared.identity(c.data.source.partition(":")[2])
+  with c.unlocked():
+    for field, value in found.items():
+      c.data[field] = value
+
+
 def load_data(c) -> text.TextData:
-  return text.load(c.data.source, seed=c.seed, split_seed=split_seed(c),
+  data = text.load(c.data.source, seed=c.seed, split_seed=split_seed(c),
                    val_fraction=c.data.val_fraction,
                    tfds_data_dir=c.data.tfds_data_dir or None)
+  if is_prepared(c):
+    found = prepared.identity(c.data.source.partition(":")[2])
+    for field, value in found.items():
+      require(c.data.get(field) == value, f"data.{field}", c.data.get(field),
+              f"the prepared folder now has {value!r}: its tokenizer or data changed after the "
+              "run id was made; allowed: the folder the run was made with (or a new run)")
+    require(c.model.vocab_size >= data.vocab_size, "model.vocab_size", c.model.vocab_size,
+            f"the prepared data's tokenizer has {data.vocab_size:,} tokens; allowed: at least "
+            "that many")
+  return data
+
+
+def identity_files(c) -> tuple[tuple[str, str], ...]:
+  """(name, path) of the tokenizer file a run copies into its folder."""
+  if not is_prepared(c):
+    return ()
+  path = prepared.tokenizer_file(c.data.source, c.data.source.partition(":")[2])
+  return ((os.path.basename(path), path),) if path else ()
 
 
 def size(c) -> dict:
@@ -187,13 +228,14 @@ def recipe(c, data: text.TextData | None = None) -> Recipe:
       lr_schedule=optim.schedule(c.train, steps),
       flops_per_unit=flops[c.tracking.flop_convention],
       compute_dtype=c.model.dtype,
-      evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.bytes_per_token)],
+      evaluators=[lm_evals.loss_evaluator(apply_fn, val, data.batch_bytes_per_token(val))],
       facts=facts,
       report=REPORT,
       partition_rules=transformer.TENSOR_PARALLEL_RULES,
       activation_bytes=lambda rows, model_parallel: transformer.activation_bytes(
           mcfg, rows, L, model_parallel, implementation),
       length_fields=LENGTH_FIELDS,
+      files=identity_files(c),
       **cpu_step(mcfg, L))
 
 

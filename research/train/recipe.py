@@ -86,6 +86,9 @@ class Recipe:
   # XLA compiler options for the jitted train step on a CPU (e.g. research.xla_env's), on top of
   # the process's XLA_FLAGS; none elsewhere.
   cpu_compiler_options: dict = dataclasses.field(default_factory=dict)
+  # Files that are part of the run's identity (a tokenizer), copied into the run folder when it
+  # is claimed: (name in the run folder, source path).
+  files: Sequence[tuple[str, str]] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from research import config as config_lib
 from research import store, tracking
-from research.fileio import atomic_write_json
+from research.fileio import atomic_write_bytes, atomic_write_json
 from research.train.recipe import LoopSpec, Recipe
 
 
@@ -88,6 +88,15 @@ def run(cfg, study, workdir: str, *, progress: bool | None = None,
   return summary
 
 
+def copy_files(recipe, workdir: str) -> None:
+  """The recipe's identity files (a tokenizer) into the run folder, once."""
+  for name, source in recipe.files:
+    dest = os.path.join(workdir, name)
+    if not os.path.exists(dest):
+      with open(source, "rb") as f:
+        atomic_write_bytes(dest, f.read())
+
+
 def _run(cfg, study, workdir, stop, *, progress, wandb_group, log, validated, locked) -> dict:
   import jax  # after the config checks, which should fail fast
 
@@ -108,6 +117,7 @@ def _run(cfg, study, workdir, stop, *, progress, wandb_group, log, validated, lo
   try:
     if chief:
       state = store.claim(workdir, config_dict, run_id)
+      copy_files(recipe, workdir)
     else:
       state = "finished" if store.summary(workdir) is not None else "resume"
     if state == "finished":
