@@ -24,6 +24,8 @@ COMMANDS = {
             "--overtraining, --loss-to-loss, --hparams)"),
     "eval": ("launch.eval", "score a BIG-bench JSON task on a run's checkpoint: --workdir RUN "
              "--task FILE.json"),
+    "speculate": ("launch.speculate", "speculative decoding of a prompt by a draft and a target "
+                  "run: --draft RUN --target RUN --prompt TEXT"),
     "fid": ("launch.fid", "FID / KID between two image sets or statistics files"),
     "sample": ("launch.sample", "a grid of samples (PNG, --npz) from a diffusion run's checkpoint"),
     "tokenizer": ("launch.tokenizer", "train a BPE or sentencepiece tokenizer offline: train "

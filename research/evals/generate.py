@@ -1,4 +1,4 @@
-"""Greedy generation with a KV cache, and teacher-forced scoring of continuations.
+"""Greedy (or sampled) generation with a KV cache, and teacher-forced scoring of continuations.
 
 Generation is a pure function over the parameter tree of `research.models.transformer`: it
 applies that module's own submodules (`_norm`, `_dense`, `Mlp`, the token and position `nn.Embed`)
@@ -6,7 +6,9 @@ to the same parameters, and takes rotary's sin/cos tables from `transformer.rota
 the attention core is written here, reading keys and values from a preallocated cache
 k, v [layers, B, H, T, K] (T = cfg.context) instead of recomputing them. `transformer.py` is not
 changed. Tests (tests/test_evals.py) check that every generated token and every step's logits
-equal those of repeated full `transformer.apply` calls.
+equal those of repeated full `transformer.apply` calls. `decode` samples at a temperature > 0
+(the baseline of speculative decoding, research/evals/speculative.py, which also runs both of its
+models through `forward_cached`).
 
 Mixed prompt lengths are handled exactly, without position offsets: prompts are right-padded
 into one prefill of a bucketed length P (a power of two), every row starting at position 0.
@@ -83,11 +85,17 @@ def _apply(module: nn.Module, params, *args, **kwargs):
   return module.apply({"params": params}, *args, **kwargs)
 
 
+def empty_cache(cfg: TransformerConfig, rows: int):
+  """The (k, v) cache of `forward_cached` for `rows` rows: zeros [layers, B, H, T, K]."""
+  shape = (cfg.n_layers, rows, cfg.n_heads, cfg.context, cfg.d_head)
+  return jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype)
+
+
 def _token_embedding(cfg: TransformerConfig) -> nn.Embed:
   return nn.Embed(cfg.vocab_size, cfg.d_model)  # as Transformer's `embed`
 
 
-def _forward_cached(cfg: TransformerConfig, params, tokens_BxS, pos_BxS, cache):
+def forward_cached(cfg: TransformerConfig, params, tokens_BxS, pos_BxS, cache):
   """Logits float32[B, S, V] of tokens at positions pos[B, S], and the cache with their keys and
   values written at those positions. Queries attend to cached keys at positions <= their own.
   cache = (k, v), each [layers, B, H, T, K] in the compute dtype."""
@@ -141,11 +149,23 @@ def _forward_cached(cfg: TransformerConfig, params, tokens_BxS, pos_BxS, cache):
   return logits_NxV.reshape(B, S, cfg.vocab_size).astype(jnp.float32), (k_cache, v_cache)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "return_logits"))
+def pick(logits_BxV, temperature: float, key):
+  """The next token of each row: the argmax at temperature 0, else a sample of
+  softmax(logits / temperature) with `key`."""
+  if temperature == 0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, logits_BxV / temperature, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "return_logits",
+                                             "temperature"))
 def decode(cfg: TransformerConfig, params, tokens_BxP, lengths_B, stop_token, *,
-           max_new_tokens: int, return_logits: bool = False):
+           max_new_tokens: int, return_logits: bool = False, temperature: float = 0.0,
+           key=None):
   """Greedy continuation of right-padded prompts tokens[B, P] (row b's prompt is
-  tokens[b, :lengths[b]], lengths >= 1, lengths + max_new_tokens - 1 <= cfg.context).
+  tokens[b, :lengths[b]], lengths >= 1, lengths + max_new_tokens - 1 <= cfg.context); with
+  temperature > 0, sampled continuation (`key` a jax.random key; step i draws with
+  fold_in(key, i)).
 
   Returns int32[B, max_new_tokens] (after a row's stop token: the stop token again; `stop_token`
   -1 for none), and with return_logits the float32[B, max_new_tokens, V] logits each token was
@@ -154,12 +174,14 @@ def decode(cfg: TransformerConfig, params, tokens_BxP, lengths_B, stop_token, *,
   """
   B, P = tokens_BxP.shape
   N, V = max_new_tokens, cfg.vocab_size
-  shape = (cfg.n_layers, B, cfg.n_heads, cfg.context, cfg.d_head)
-  cache = (jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
+  cache = empty_cache(cfg, B)
   pos_BxP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  logits_BxPxV, cache = _forward_cached(cfg, params, tokens_BxP, pos_BxP, cache)
+  logits_BxPxV, cache = forward_cached(cfg, params, tokens_BxP, pos_BxP, cache)
   first_BxV = jnp.take_along_axis(logits_BxPxV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
-  first_B = jnp.argmax(first_BxV, axis=-1).astype(jnp.int32)
+  if temperature and key is None:
+    raise ValueError("decode: sampling (temperature > 0) needs a key")
+  step_key = (lambda i: jax.random.fold_in(key, i)) if temperature else (lambda i: None)
+  first_B = pick(first_BxV, temperature, step_key(0))
   fill = jnp.maximum(stop_token, 0).astype(jnp.int32)  # what an early exit leaves unwritten
   out_BxN = jnp.full((B, N), fill, jnp.int32).at[:, 0].set(first_B)
   logits_BxNxV = jnp.zeros((B, N, V) if return_logits else (B, 0, V), jnp.float32)
@@ -175,8 +197,8 @@ def decode(cfg: TransformerConfig, params, tokens_BxP, lengths_B, stop_token, *,
     i, cache, out_BxN, logits_BxNxV, done_B = carry
     previous_B = out_BxN[:, i - 1]
     pos_Bx1 = (lengths_B + i - 1)[:, None]
-    step_Bx1xV, cache = _forward_cached(cfg, params, previous_B[:, None], pos_Bx1, cache)
-    next_B = jnp.argmax(step_Bx1xV[:, 0], axis=-1).astype(jnp.int32)
+    step_Bx1xV, cache = forward_cached(cfg, params, previous_B[:, None], pos_Bx1, cache)
+    next_B = pick(step_Bx1xV[:, 0], temperature, step_key(i))
     next_B = jnp.where(done_B, stop_token, next_B)
     out_BxN = out_BxN.at[:, i].set(next_B)
     if return_logits:
