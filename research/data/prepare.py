@@ -26,12 +26,11 @@ import numpy as np
 
 from research import fileio
 from research.data import corpus, dedup, decontaminate, text, tokenizers
+from research.data.prepared import LEDGER, MANIFEST, SPLITS, TOKEN_BYTES  # noqa: F401 (named here)
 from research.errors import UserError
 
 REASONS = ("duplicate", "near_duplicate", "contaminated")
 FORMAT = "flat little-endian token ids, each document followed by the end-of-document id"
-LEDGER, MANIFEST, TOKEN_BYTES = "ledger.json", "manifest.json", "token_bytes.npy"
-SPLITS = ("val", "train")
 DEFAULT_SHARD_TOKENS = 1 << 24
 _BATCH_DOCS = 64  # documents per call of a tokenizer's encode_batch
 

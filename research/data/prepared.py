@@ -16,17 +16,19 @@ import os
 
 import numpy as np
 
-from research.data import prepare
 from research.errors import UserError
 
 IDENTITY_FIELDS = ("tokenizer_sha256", "prepared_sha256")
+# A prepared folder's files (research/data/prepare.py writes them) and its splits.
+LEDGER, MANIFEST, TOKEN_BYTES = "ledger.json", "manifest.json", "token_bytes.npy"
+SPLITS = ("val", "train")
 
 
 def read_manifest(spec: str, folder: str) -> dict:
-  path = os.path.join(folder, prepare.MANIFEST)
+  path = os.path.join(folder, MANIFEST)
   if not os.path.isfile(path):
     more = (" (its preparation is unfinished: run the same prepare command again to finish it)"
-            if os.path.exists(os.path.join(folder, prepare.LEDGER)) else "")
+            if os.path.exists(os.path.join(folder, LEDGER)) else "")
     raise UserError(f"data source {spec!r}: {path!r} does not exist{more}; allowed: a folder "
                     "written by python -m launch data prepare")
   with open(path) as f:
@@ -35,7 +37,7 @@ def read_manifest(spec: str, folder: str) -> dict:
 
 def identity(folder: str) -> dict:
   """{'tokenizer_sha256', 'prepared_sha256'} of DIR; '' for both while DIR is not prepared."""
-  path = os.path.join(folder, prepare.MANIFEST)
+  path = os.path.join(folder, MANIFEST)
   if not os.path.isfile(path):
     return dict.fromkeys(IDENTITY_FIELDS, "")
   with open(path) as f:
@@ -71,9 +73,10 @@ class ShardStream:
     return out.reshape(index.shape)
 
 
-def load(spec: str, folder: str, *, seed: int = 0, split_seed: int = 0):
-  """The TextData of a prepared folder."""
-  from research.data import text  # pylint: disable=import-outside-toplevel (text imports us)
+def read(spec: str, folder: str, *, split_seed: int = 0) -> dict:
+  """What research.data.text.load needs to make the TextData of a prepared folder: the streams
+  of both splits, the tokenizer's vocabulary, bytes per training token, the unique training
+  tokens, the per-token byte table and the source's info."""
   manifest = read_manifest(spec, folder)
   settings = manifest["settings"]
   if split_seed != settings["split_seed"]:
@@ -81,19 +84,19 @@ def load(spec: str, folder: str, *, seed: int = 0, split_seed: int = 0):
                     f"split seed {settings['split_seed']} the folder was prepared with; "
                     f"allowed: {settings['split_seed']} (or prepare again with --split-seed)")
   streams = {split: ShardStream(spec, folder, manifest["splits"][split]["shards"],
-                                settings["dtype"]) for split in prepare.SPLITS}
+                                settings["dtype"]) for split in SPLITS}
   train, val = manifest["splits"]["train"], manifest["splits"]["val"]
-  token_bytes = np.load(os.path.join(folder, prepare.TOKEN_BYTES)).astype(np.int32)
+  token_bytes = np.load(os.path.join(folder, TOKEN_BYTES)).astype(np.int32)
   info = {"documents_train": train["documents"], "documents_val": val["documents"],
           "unique_val_tokens": val["tokens"], "val_document_ids": val["document_ids"],
           "tokenizer": manifest["tokenizer"], "prepared_sha256": manifest["fingerprint"],
           "source_sha256": manifest["source"]["sha256"],
           "removed_documents": manifest["filter"]["removed_documents"],
           "flagged": manifest["filter"]["counts"]}
-  return text.TextData(spec, int(manifest["tokenizer"]["vocab_size"]),
-                       train["bytes"] / max(1, train["tokens"]), train["tokens"], None, seed,
-                       text.CorpusSource(streams["train"], streams["val"]), info,
-                       split_seed=split_seed, token_bytes=token_bytes)
+  return dict(train=streams["train"], val=streams["val"],
+              vocab_size=int(manifest["tokenizer"]["vocab_size"]),
+              bytes_per_token=train["bytes"] / max(1, train["tokens"]),
+              unique_train_tokens=train["tokens"], token_bytes=token_bytes, info=info)
 
 
 def tokenizer_file(spec: str, folder: str) -> str:

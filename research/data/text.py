@@ -144,7 +144,11 @@ def load(spec: str, *, seed: int = 0, split_seed: int = 0, val_fraction: float =
                     split_seed=split_seed)
   if scheme == "prepared" and rest:
     from research.data import prepared  # pylint: disable=import-outside-toplevel
-    return prepared.load(spec, rest, seed=seed, split_seed=split_seed)
+    found = prepared.read(spec, rest, split_seed=split_seed)
+    return TextData(spec, found["vocab_size"], found["bytes_per_token"],
+                    found["unique_train_tokens"], None, seed,
+                    CorpusSource(found["train"], found["val"]), found["info"],
+                    split_seed=split_seed, token_bytes=found["token_bytes"])
   train_docs, val_docs = read_documents(spec, tfds_data_dir)
   return from_documents(spec, train_docs, val_docs, seed=seed, split_seed=split_seed,
                         val_fraction=val_fraction)
