@@ -118,8 +118,18 @@ def test_kill_9_of_sweep_and_workers_then_relaunch(tmp_path):
     except FileNotFoundError:
       return False
 
+  def done(r):
+    """Its worker has written its last file: status finished, no write under way (a run's
+    summary comes before its final status, so summary.json alone is too early)."""
+    folder = killed / "runs" / r
+    try:
+      writing = any(name.startswith(".tmp-") for name in os.listdir(folder))
+    except FileNotFoundError:
+      return False
+    return not writing and store.read_status(str(folder)).get("status") == "finished"
+
   def finished_and_midway():
-    finished = [r for r in runs if os.path.exists(killed / "runs" / r / "summary.json")]
+    finished = [r for r in runs if done(r)]
     midway = [r for r in runs if r not in finished and checkpointed(r)]
     return (finished, midway) if finished and midway else None
 
