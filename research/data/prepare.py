@@ -82,7 +82,9 @@ def filter_documents(train, val, *, eval_paths=(), remove=REASONS,
   return {"flagged": flagged, "counts": counts, "removed": sorted(set(remove)),
           "settings": {"near_threshold": near_threshold, "shingle_words": dedup.SHINGLE_WORDS,
                        "num_perm": dedup.NUM_PERM, "ngram": ngram,
-                       "eval": [os.path.abspath(p) for p in eval_paths]},
+                       # relative to the working directory: the set's identity (its fingerprint, a run's
+              # id) must not depend on where the checkout lives
+              "eval": [os.path.relpath(p) for p in eval_paths]},
           "eval": index.describe() if index is not None else None}
 
 
@@ -194,7 +196,9 @@ def prepare(spec: str, tokenizer: str, out: str, *, eval_paths=(), remove=REASON
               "shard_tokens": shard_tokens, "split_seed": split_seed,
               "val_fraction": val_fraction, "remove": sorted(set(remove)),
               "near_threshold": near_threshold, "ngram": ngram,
-              "eval": [os.path.abspath(p) for p in eval_paths]}
+              # relative to the working directory: the set's identity (its fingerprint, a run's
+              # id) must not depend on where the checkout lives
+              "eval": [os.path.relpath(p) for p in eval_paths]}
   manifest = _read_json(os.path.join(out, MANIFEST))
   _check_same(out, manifest, settings, "prepared data set")
   if manifest is not None:
